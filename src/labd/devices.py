@@ -1,0 +1,314 @@
+"""How labd adapts a plain device class: construction, locking, introspection, timed calls.
+
+At ``add_device`` time labd
+
+* builds the instance, passing ``device_id=`` only when ``__init__`` accepts it;
+* injects ``device._ld_lock`` (a ``threading.RLock``);
+* replaces, on the instance, every public method defined by the class (plain methods,
+  classmethods and staticmethods whose names do not start with ``_``) with a wrapper
+  that holds the lock for the call. Wrappers keep the name, docstring and signature.
+
+Not wrapped, on purpose: private methods (device threads take the lock themselves, for
+brief updates); properties and plain attributes (reading them stays a plain attribute
+access -- put hardware I/O in methods); callables stored on the instance and methods
+added after ``add_device`` (labd only knows what the class defines). The streaming trio
+goes to the stream hub instead (see :mod:`labd.streams`).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from labd.exceptions import DeviceConfigurationError, DeviceTimeoutError
+from labd.wire import MethodInfo, ParameterInfo
+
+__all__ = [
+    "STREAMING_METHODS",
+    "CallWorker",
+    "DeviceBusy",
+    "describe_methods",
+    "instantiate",
+    "is_query",
+    "public_methods",
+    "query",
+    "wrap_device",
+]
+
+log = logging.getLogger(__name__)
+
+STREAMING_METHODS = frozenset({"start_streaming", "stop_streaming", "is_streaming"})
+_QUERY_PREFIXES = ("get_", "is_", "has_")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def query(func: F) -> F:
+    """Mark a device method as a read-only query: served remotely even while a task owns the device."""
+    func.__labd_query__ = True  # type: ignore[attr-defined]
+    return func
+
+
+def is_query(name: str, func: Any) -> bool:
+    """A query is a ``get_*``/``is_*``/``has_*`` method or one marked with :func:`query`."""
+    target = inspect.unwrap(func) if callable(func) else func
+    return name.startswith(_QUERY_PREFIXES) or bool(getattr(target, "__labd_query__", False))
+
+
+def accepts_keyword(cls: type, name: str) -> bool:
+    """Whether ``cls(...)`` accepts the keyword ``name`` (by name or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    for p in params:
+        if p.kind is p.VAR_KEYWORD:
+            return True
+        if p.name == name and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            return True
+    return False
+
+
+def instantiate(cls: type, device_id: str, params: dict[str, Any], *, kind: str = "device") -> Any:
+    """Build ``cls`` with ``params``, passing the id only when ``__init__`` accepts it.
+
+    An explicit ``device_id`` (``task_id`` for tasks) in ``params`` must equal the id.
+    """
+    id_name = f"{kind}_id"
+    params = dict(params)
+    explicit = params.pop(id_name, device_id)
+    if explicit != device_id:
+        raise DeviceConfigurationError(
+            f"{id_name}={explicit!r} in the params does not match the id {device_id!r}"
+        )
+    if accepts_keyword(cls, id_name):
+        params[id_name] = device_id
+    try:
+        inspect.signature(cls).bind(**params)
+    except TypeError as exc:
+        raise DeviceConfigurationError(
+            f"bad parameters for {kind} {device_id!r} ({cls.__name__}): {exc}"
+        ) from exc
+    except ValueError:
+        pass  # no introspectable signature: let the call itself decide
+    obj = cls(**params)
+    try:
+        if getattr(obj, id_name, None) != device_id:
+            setattr(obj, id_name, device_id)
+    except AttributeError:
+        log.debug("%s %r does not allow setting %s", kind, device_id, id_name)
+    return obj
+
+
+def public_methods(cls: type) -> list[str]:
+    """Names of the public methods a class defines (functions, class- and staticmethods)."""
+    names = []
+    for name in dir(cls):
+        if name.startswith("_"):
+            continue
+        try:
+            attr = inspect.getattr_static(cls, name)
+        except AttributeError:
+            continue
+        if isinstance(attr, staticmethod | classmethod) or inspect.isfunction(attr):
+            names.append(name)
+    return names
+
+
+def wrap_device(obj: Any, lock: threading.RLock) -> dict[str, Callable[..., Any]]:
+    """Inject ``_ld_lock`` and wrap each public method in it; returns {name: original bound method}."""
+    obj._ld_lock = lock
+    originals: dict[str, Callable[..., Any]] = {}
+    for name in public_methods(type(obj)):
+        bound = getattr(obj, name)
+        originals[name] = bound
+        if name in STREAMING_METHODS:
+            continue
+        setattr(obj, name, _locked(bound, lock))
+    return originals
+
+
+def _locked(method: Callable[..., Any], lock: threading.RLock) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return method(*args, **kwargs)
+
+    return call
+
+
+def _annotation_text(annotation: Any) -> str | None:
+    if annotation is inspect.Parameter.empty:
+        return None
+    if isinstance(annotation, str):
+        return annotation
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _jsonable_default(value: Any) -> Any:
+    if value is inspect.Parameter.empty:
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)
+
+
+def describe_callable(name: str, func: Callable[..., Any]) -> MethodInfo:
+    """Describe one callable: parameters, return annotation, docstring, query flag."""
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        sig = inspect.Signature()
+    params: list[ParameterInfo] = []
+    for p in sig.parameters.values():
+        params.append(
+            {
+                "name": p.name,
+                "kind": p.kind.name.lower(),
+                "required": p.default is p.empty
+                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD),
+                "default": _jsonable_default(p.default),
+                "annotation": _annotation_text(p.annotation),
+            }
+        )
+    return {
+        "name": name,
+        "parameters": params,
+        "returns": _annotation_text(sig.return_annotation),
+        "doc": inspect.getdoc(func),
+        "query": is_query(name, func),
+    }
+
+
+def describe_methods(methods: dict[str, Callable[..., Any]]) -> list[MethodInfo]:
+    """Describe each public method (from the originals recorded by :func:`wrap_device`)."""
+    return [describe_callable(name, methods[name]) for name in sorted(methods)]
+
+
+class DeviceBusy(DeviceTimeoutError):
+    """An earlier call to this device outlived its timeout and is still running."""
+
+
+class _Job:
+    __slots__ = ("args", "func", "future", "kwargs")
+
+    def __init__(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.future: Future[Any] = Future()
+
+
+class CallWorker:
+    """Runs calls for one device on its own thread (``labd-call-<device>``), with timeouts.
+
+    Python cannot interrupt device code, so a call that outlives its timeout keeps
+    running: the caller gets :class:`DeviceTimeoutError` at once and, until that call
+    returns, further calls fail fast with :class:`DeviceBusy` instead of queueing
+    behind it. Calls within their timeout run one after another, in order; a call whose
+    caller gave up while it waited in line is never run. One thread per device bounds
+    the threads hung devices can hold.
+    """
+
+    def __init__(self, device_id: str) -> None:
+        self.device_id = device_id
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._hung: _Job | None = None
+        self._current: _Job | None = None
+        self._closed = False
+
+    @property
+    def hung(self) -> bool:
+        """True while a call that timed out is still running."""
+        return self._hung is not None
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def submit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        """Queue a call; the future resolves with its result (or exception)."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"device {self.device_id!r} has been removed")
+            if self._hung is not None:
+                raise DeviceBusy(
+                    f"device {self.device_id!r} is busy: an earlier call timed out and is"
+                    " still running"
+                )
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name=f"labd-call-{self.device_id}", daemon=True
+                )
+                self._thread.start()
+        job = _Job(func, args, kwargs)
+        self._queue.put(job)
+        return job.future
+
+    def call(self, timeout: float | None, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a call and wait for it at most ``timeout`` seconds (None: forever)."""
+        future = self.submit(func, *args, **kwargs)
+        return self.wait(future, timeout)
+
+    def wait(self, future: Future[Any], timeout: float | None) -> Any:
+        """Wait for a submitted call; on timeout, mark the device busy and raise."""
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            self.abandon(future)
+            raise DeviceTimeoutError(
+                f"call to device {self.device_id!r} did not finish within {timeout} s"
+            ) from None
+
+    def abandon(self, future: Future[Any]) -> None:
+        """The caller gave up on ``future``: drop it if queued, else mark the device busy."""
+        if future.cancel():
+            return
+        with self._lock:
+            current = self._current
+            if current is not None and current.future is future and not future.done():
+                self._hung = current
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            with self._lock:
+                self._current = job
+            try:
+                result = job.func(*job.args, **job.kwargs)
+            except BaseException as exc:
+                job.future.set_exception(exc)
+            else:
+                job.future.set_result(result)
+            finally:
+                with self._lock:
+                    self._current = None
+                    if self._hung is job:
+                        self._hung = None
+                        log.warning("late call to device %r has returned", self.device_id)
+
+    def close(self, timeout: float | None = 1.0) -> bool:
+        """Stop the worker thread after queued calls; returns False if it is still busy."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        self._queue.put(None)
+        if thread is None:
+            return True
+        if thread is not threading.current_thread():
+            thread.join(timeout)
+        return not thread.is_alive()

@@ -1,0 +1,635 @@
+"""The stream hub: one stream per device, any number of subscribers.
+
+Whoever calls ``start_streaming(callback)`` -- the daemon, the device object itself or
+the server -- subscribes to the device's single stream; the first subscription starts
+the device, later ones join. The device thread's work per datum is fixed: number the
+datum, encode it once into the device's history ring (only when remote readers may
+exist), then call the local subscribers. Remote readers follow the ring with their own
+cursors, so their number never costs the device anything.
+
+Lifecycle of a device stream (``DeviceStream.state``)::
+
+    idle --subscribe--> starting --device started--> running --stop/ended--> stopping --> idle
+                           \\--device start raised--> idle
+
+Locks: the hub never holds the device's ``_ld_lock`` while it starts or stops the device,
+and releases it if the calling thread holds it (a ``disconnect()`` that stops its own
+stream), the way ``threading.Condition.wait`` does, so stopping can never deadlock
+against a device loop that takes the lock.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from labd.exceptions import DeviceError
+from labd.ring import EventRing, RingEvent
+from labd.streaming import BackpressureQueue
+from labd.wire import Origin, encode_json, encode_stream_envelope, error_object, sse_frame
+
+__all__ = ["DeviceStream", "StreamHub", "Subscription"]
+
+log = logging.getLogger(__name__)
+
+ErrorSink = Callable[[str, BaseException, Origin, dict[str, Any]], None]
+EventSink = Callable[..., Any]
+
+#: Keyword arguments of ``start_streaming`` that belong to labd, not to the device.
+RESERVED_KWARGS = ("queue_size", "on_end")
+
+_TRANSITION_TIMEOUT = 30.0
+_WATCH_INTERVAL = 0.2
+
+
+class Subscription:
+    """One subscriber of a device stream.
+
+    Inline subscriptions run the callback on the device's thread; with ``queue_size``
+    the callback runs on its own thread behind a bounded queue that drops (and counts)
+    when full, so a slow callback never stalls the device.
+    """
+
+    def __init__(
+        self,
+        stream: DeviceStream,
+        callback: Callable[[Any], Any],
+        *,
+        queue_size: int | None = None,
+        on_end: Callable[[BaseException | None], Any] | None = None,
+    ) -> None:
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        if queue_size is not None and queue_size < 1:
+            raise ValueError("queue_size must be a positive integer")
+        self.device_id = stream.device_id
+        self.callback = callback
+        self.queue_size = queue_size
+        self._stream = stream
+        self._on_end = on_end
+        self._delivered = 0
+        self._inline_errors = 0
+        self._closed = threading.Event()
+        self._queue: BackpressureQueue | None = None
+        if queue_size is not None:
+            self._queue = BackpressureQueue(
+                self._run_callback_queued,
+                maxsize=queue_size,
+                name=f"sub-{stream.device_id}",
+            )
+
+    @property
+    def delivered(self) -> int:
+        """Data handed to the callback so far."""
+        return self._queue.delivered if self._queue is not None else self._delivered
+
+    @property
+    def dropped(self) -> int:
+        """Data dropped because the queue was full (always 0 for inline subscriptions)."""
+        return self._queue.dropped if self._queue is not None else 0
+
+    @property
+    def active(self) -> bool:
+        return not self._closed.is_set()
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the subscription ends (closed, or its stream stopped)."""
+        return self._closed.wait(timeout)
+
+    def close(self, timeout: float | None = 1.0) -> None:
+        """Stop receiving data; the device stream keeps running for others. Idempotent."""
+        if self._closed.is_set():
+            return
+        self._stream._remove(self)
+        self._finish(None, timeout=timeout, notify=False)
+
+    def _start(self) -> None:
+        if self._queue is not None:
+            self._queue.start()
+
+    def _deliver(self, data: Any) -> None:
+        if self._queue is not None:
+            self._queue.put(data)
+            return
+        self._delivered += 1
+        try:
+            self.callback(data)
+        except Exception as exc:
+            self._inline_errors += 1
+            self._stream._record(exc, "callback")
+
+    def _run_callback_queued(self, data: Any) -> None:
+        try:
+            self.callback(data)
+        except Exception as exc:
+            self._stream._record(exc, "callback")
+
+    def _finish(
+        self, error: BaseException | None, *, timeout: float | None = 1.0, notify: bool = True
+    ) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self._queue is not None:
+            self._queue.stop(timeout=timeout)
+        if notify and self._on_end is not None:
+            try:
+                self._on_end(error)
+            except Exception as exc:
+                self._stream._record(exc, "callback")
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "closed"
+        return f"<Subscription {self.device_id!r} {state} delivered={self.delivered}>"
+
+
+class _Emitter:
+    """The callback labd hands to the device's ``start_streaming``.
+
+    Call it with each datum; ``error(exc)`` reports a device-side problem (recorded,
+    and sent to subscribers as ``stream_error``); ``end()`` says the stream is over.
+    """
+
+    __slots__ = ("_run", "_stream")
+
+    def __init__(self, stream: DeviceStream, run: int) -> None:
+        self._stream = stream
+        self._run = run
+
+    def __call__(self, data: Any) -> None:
+        self._stream._emit(self._run, data)
+
+    def error(self, exc: BaseException) -> None:
+        self._stream._device_error(self._run, exc)
+
+    def end(self) -> None:
+        self._stream._device_end(self._run)
+
+    def __repr__(self) -> str:
+        return f"<labd stream callback {self._stream.device_id!r} run={self._run}>"
+
+
+@contextmanager
+def _released(lock: Any) -> Iterator[None]:
+    """Fully release an RLock the current thread holds, for the duration of the block."""
+    if lock is not None and lock._is_owned():
+        saved = lock._release_save()
+        try:
+            yield
+        finally:
+            lock._acquire_restore(saved)
+    else:
+        yield
+
+
+def _accepts_timeout(func: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    return "timeout" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+class DeviceStream:
+    """The single stream of one device, its subscribers and its history ring."""
+
+    def __init__(self, hub: StreamHub, device_id: str, device: Any) -> None:
+        self.hub = hub
+        self.device_id = device_id
+        self._lock = getattr(device, "_ld_lock", None)
+        self._device_start: Callable[..., Any] | None = getattr(device, "start_streaming", None)
+        self._device_stop: Callable[..., Any] | None = getattr(device, "stop_streaming", None)
+        self._device_is_streaming: Callable[[], Any] | None = getattr(
+            device, "is_streaming", None
+        )
+        self._stop_takes_timeout = (
+            self._device_stop is not None and _accepts_timeout(self._device_stop)
+        )
+        self._cond = threading.Condition(threading.Lock())
+        self.state = "idle"
+        self.run = 0
+        self.kwargs: dict[str, Any] = {}
+        self.explicit = False
+        self.remote_readers = 0
+        self.emitted = 0
+        self.started_at: float | None = None
+        self._active_run = 0
+        self._next_seq = 0
+        self._subs: tuple[Subscription, ...] = ()
+        self._emit_lock = threading.Lock()
+        self._emit_threads: frozenset[int] = frozenset()
+        self._stop_requested = False
+        self.ring: EventRing | None = None
+        self.last_error: BaseException | None = None
+
+    @property
+    def can_stream(self) -> bool:
+        return callable(self._device_start)
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("starting", "running")
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    # -- subscribing and starting -------------------------------------------------
+
+    def subscribe(
+        self,
+        callback: Callable[[Any], Any] | None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        queue_size: int | None = None,
+        on_end: Callable[[BaseException | None], Any] | None = None,
+        explicit: bool = True,
+    ) -> Subscription | None:
+        """Join the device stream, starting the device if it is idle.
+
+        With ``callback=None`` nothing subscribes locally: the stream is only started
+        (explicit control, or for remote readers of the ring).
+        """
+        if not self.can_stream:
+            raise DeviceError(f"device {self.device_id!r} cannot stream (no start_streaming)")
+        kwargs = dict(kwargs or {})
+        sub = (
+            Subscription(self, callback, queue_size=queue_size, on_end=on_end)
+            if callback is not None
+            else None
+        )
+        with self._cond:
+            ready = self._cond.wait_for(
+                lambda: self.state in ("idle", "running"), timeout=_TRANSITION_TIMEOUT
+            )
+            if not ready:
+                raise DeviceError(
+                    f"stream of device {self.device_id!r} is still {self.state}; try again"
+                )
+            if sub is not None:
+                sub._start()
+            if self.state == "running":
+                if kwargs and kwargs != self.kwargs:
+                    log.warning(
+                        "device %r is already streaming with %r; ignoring %r",
+                        self.device_id,
+                        self.kwargs,
+                        kwargs,
+                    )
+                if sub is not None:
+                    self._subs = (*self._subs, sub)
+                self.explicit = self.explicit or explicit
+                return sub
+            self.state = "starting"
+            self.run += 1
+            run = self.run
+            self._next_seq = 0
+            self._active_run = run
+            self._stop_requested = False
+            self._subs = (sub,) if sub is not None else ()
+            self.kwargs = kwargs
+            self.explicit = explicit
+            self.started_at = time.time()
+        try:
+            assert self._device_start is not None
+            with _released(self._lock):
+                self._device_start(_Emitter(self, run), **kwargs)
+        except BaseException as exc:
+            with self._cond:
+                self._active_run = 0
+                self.state = "idle"
+                subs, self._subs = self._subs, ()
+                self._cond.notify_all()
+            for s in subs:
+                s._finish(exc, notify=False)
+            if isinstance(exc, Exception):
+                self._record(exc, "device")
+            raise
+        with self._cond:
+            self.state = "running"
+            stop_now = self._stop_requested
+            self._cond.notify_all()
+        self.hub._stream_started(self)
+        if stop_now:
+            self.stop()
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        with self._cond:
+            self._subs = tuple(s for s in self._subs if s is not sub)
+
+    # -- the device thread's path ---------------------------------------------------
+
+    def _emit(self, run: int, data: Any) -> None:
+        if run != self._active_run:
+            return
+        ident = threading.get_ident()
+        if ident not in self._emit_threads:
+            self._emit_threads = self._emit_threads | {ident}
+        ring = self.ring
+        with self._emit_lock:
+            seq = self._next_seq
+            self._next_seq = seq + 1
+            self.emitted += 1
+            if ring is not None:
+                now = time.time()
+                frame = sse_frame(
+                    "device_data",
+                    encode_stream_envelope(self.device_id, seq, now, data, run),
+                    seq,
+                )
+                ring.append(
+                    RingEvent("device_data", frame, sequence=seq, run=run, timestamp=now)
+                )
+        for sub in self._subs:
+            sub._deliver(data)
+
+    def _device_error(self, run: int, exc: BaseException) -> None:
+        if run != self.run:
+            return
+        self._record(exc, "device")
+        if self.ring is not None:
+            body = {"device_id": self.device_id, "error": error_object(exc, "device")}
+            self.ring.append(
+                RingEvent("stream_error", sse_frame("stream_error", encode_json(body)), run=run)
+            )
+
+    def _device_end(self, run: int) -> None:
+        with self._cond:
+            if run != self.run or self.state not in ("starting", "running"):
+                return
+            if self.state == "starting":
+                self._stop_requested = True
+                return
+            self.state = "stopping"
+            self._active_run = 0
+        self._ended(None)
+
+    # -- stopping ----------------------------------------------------------------------
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the device stream for every subscriber; a no-op when it is not running.
+
+        Called on a thread that emits into this stream (a subscriber callback, the
+        device's own loop), it returns at once and the device is stopped on a labd
+        thread right after: joining the device's thread from itself cannot work.
+        """
+        with self._cond:
+            if self.state == "starting":
+                self._stop_requested = True
+                return
+            if self.state != "running":
+                return
+            self.state = "stopping"
+            self._active_run = 0
+        if threading.get_ident() in self._emit_threads:
+            self.hub._spawn(f"labd-stop-{self.device_id}", self._stop_device, timeout)
+            return
+        self._stop_device(timeout)
+
+    def _stop_device(self, timeout: float | None) -> None:
+        error: BaseException | None = None
+        if self._device_stop is not None:
+            try:
+                with _released(self._lock):
+                    if self._stop_takes_timeout:
+                        self._device_stop(timeout=timeout)
+                    else:
+                        self._device_stop()
+            except Exception as exc:
+                error = exc
+                self._record(exc, "device")
+        self._ended(error)
+
+    def _ended(self, error: BaseException | None) -> None:
+        with self._cond:
+            run = self.run
+            subs, self._subs = self._subs, ()
+            self.explicit = False
+            self._emit_threads = frozenset()
+            self.state = "idle"
+            self._cond.notify_all()
+        if self.ring is not None:
+            body: dict[str, Any] = {"device_id": self.device_id, "run": run}
+            if error is not None:
+                body["error"] = error_object(error, "device")
+            self.ring.append(
+                RingEvent("stream_end", sse_frame("stream_end", encode_json(body)), run=run)
+            )
+        for sub in subs:
+            sub._finish(error)
+        self.hub._stream_stopped(self)
+
+    def check_alive(self) -> None:
+        """End the stream for everyone if the device's own loop has stopped."""
+        probe = self._device_is_streaming
+        if self.state != "running" or probe is None:
+            return
+        try:
+            alive = bool(probe())
+        except Exception:
+            log.exception("is_streaming() of device %r raised", self.device_id)
+            return
+        if alive:
+            return
+        with self._cond:
+            if self.state != "running":
+                return
+            self.state = "stopping"
+            self._active_run = 0
+        log.info("stream of device %r ended by itself", self.device_id)
+        self._ended(None)
+
+    def is_streaming(self) -> bool:
+        if self.state == "starting":
+            return True
+        if self.state != "running":
+            return False
+        probe = self._device_is_streaming
+        if probe is None:
+            return True
+        try:
+            return bool(probe())
+        except Exception:
+            return True
+
+    # -- remote readers ---------------------------------------------------------------
+
+    def add_remote_reader(self) -> None:
+        with self._cond:
+            self.remote_readers += 1
+
+    def remove_remote_reader(self) -> bool:
+        """Forget one remote reader; stops a stream that only remote readers asked for.
+
+        Returns True when this stopped the stream.
+        """
+        with self._cond:
+            self.remote_readers = max(0, self.remote_readers - 1)
+            stop = self.remote_readers == 0 and self.state == "running" and not self.explicit
+        if stop:
+            self.stop(timeout=2.0)
+        return stop
+
+    def _record(self, exc: BaseException, origin: Origin) -> None:
+        self.last_error = exc
+        self.hub._record(self.device_id, exc, origin)
+
+
+class StreamHub:
+    """Owns every device stream of a daemon, their history rings and the end watcher."""
+
+    def __init__(
+        self,
+        on_error: ErrorSink | None = None,
+        on_event: EventSink | None = None,
+        *,
+        buffer_events: int = 4096,
+        buffer_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self._on_error = on_error
+        self._on_event = on_event
+        self.buffer_events = buffer_events
+        self.buffer_bytes = buffer_bytes
+        self._history = False
+        self._streams: dict[str, DeviceStream] = {}
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._helpers: set[threading.Thread] = set()
+
+    def attach(self, device_id: str, device: Any) -> DeviceStream:
+        """Create the device's stream and route its streaming trio through the hub."""
+        stream = DeviceStream(self, device_id, device)
+        with self._lock:
+            self._streams[device_id] = stream
+            if self._history:
+                stream.ring = self._new_ring()
+        if stream.can_stream:
+            _install_trio(device, stream)
+        return stream
+
+    def detach(self, device_id: str) -> None:
+        with self._lock:
+            self._streams.pop(device_id, None)
+
+    def get(self, device_id: str) -> DeviceStream:
+        return self._streams[device_id]
+
+    def streams(self) -> list[DeviceStream]:
+        return list(self._streams.values())
+
+    def enable_history(self) -> None:
+        """Keep a history ring per device, for remote readers; idempotent."""
+        with self._lock:
+            self._history = True
+            for stream in self._streams.values():
+                if stream.ring is None:
+                    stream.ring = self._new_ring()
+
+    @property
+    def history_enabled(self) -> bool:
+        return self._history
+
+    def _new_ring(self) -> EventRing:
+        return EventRing(self.buffer_events, self.buffer_bytes)
+
+    def _record(self, device_id: str, exc: BaseException, origin: Origin) -> None:
+        if self._on_error is not None:
+            self._on_error(device_id, exc, origin, {"device_id": device_id})
+        else:
+            log.error("device %r: %s error: %s", device_id, origin, exc)
+
+    def _stream_started(self, stream: DeviceStream) -> None:
+        self._ensure_watcher()
+        if self._on_event is not None:
+            self._on_event("streaming_started", device_id=stream.device_id, run=stream.run)
+
+    def _stream_stopped(self, stream: DeviceStream) -> None:
+        if self._on_event is not None:
+            self._on_event("streaming_stopped", device_id=stream.device_id, run=stream.run)
+
+    def _ensure_watcher(self) -> None:
+        with self._lock:
+            if self._closing.is_set() or (self._watcher is not None and self._watcher.is_alive()):
+                return
+            self._watcher = threading.Thread(
+                target=self._watch, name="labd-stream-watch", daemon=True
+            )
+            self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._closing.wait(_WATCH_INTERVAL):
+            for stream in list(self._streams.values()):
+                stream.check_alive()
+
+    def _spawn(self, name: str, target: Callable[..., Any], *args: Any) -> None:
+        def run() -> None:
+            try:
+                target(*args)
+            finally:
+                with self._lock:
+                    self._helpers.discard(thread)
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        with self._lock:
+            self._helpers.add(thread)
+        thread.start()
+
+    def close(self, timeout: float | None = 2.0) -> list[str]:
+        """Stop every stream and the watcher; returns the ids whose stop did not finish."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        late: list[str] = []
+        for stream in list(self._streams.values()):
+            stream.stop(timeout=_remaining(deadline))
+        with self._lock:
+            helpers = list(self._helpers)
+        for thread in helpers:
+            thread.join(_remaining(deadline))
+            if thread.is_alive():
+                late.append(thread.name.removeprefix("labd-stop-"))
+        self._closing.set()
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.join(_remaining(deadline))
+        return late
+
+
+def _remaining(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    return max(0.0, deadline - time.monotonic())
+
+
+def _install_trio(device: Any, stream: DeviceStream) -> None:
+    """Replace the device's streaming methods (on the instance) with hub-routed ones."""
+    original_start = stream._device_start
+    assert original_start is not None
+
+    @functools.wraps(original_start)
+    def start_streaming(callback: Callable[[Any], Any], **kwargs: Any) -> Subscription | None:
+        queue_size = kwargs.pop("queue_size", None)
+        on_end = kwargs.pop("on_end", None)
+        return stream.subscribe(callback, kwargs, queue_size=queue_size, on_end=on_end)
+
+    def stop_streaming(timeout: float | None = None) -> None:
+        stream.stop(timeout)
+
+    def is_streaming() -> bool:
+        return stream.is_streaming()
+
+    device.start_streaming = start_streaming
+    if stream._device_stop is not None:
+        device.stop_streaming = functools.wraps(stream._device_stop)(stop_streaming)
+    else:
+        device.stop_streaming = stop_streaming
+    if stream._device_is_streaming is not None:
+        device.is_streaming = functools.wraps(stream._device_is_streaming)(is_streaming)
+    else:
+        device.is_streaming = is_streaming
