@@ -36,7 +36,7 @@ __all__ = [
 
 Origin = Literal["framework", "device", "callback", "task"]
 
-_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
 class ErrorInfo(TypedDict):

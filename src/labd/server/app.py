@@ -1,0 +1,217 @@
+"""The ASGI application: routes, error handlers, body limit, metrics, access log, dashboard."""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.types import Message, Receive, Scope, Send
+
+import labd
+from labd.daemon import LabDaemon
+from labd.server.auth import redact_query
+from labd.server.context import ServerContext, json_response
+from labd.server.errors import ApiError, error_response, install_error_handlers
+from labd.server.models import HealthModel
+from labd.server.routes_devices import device_routes
+from labd.server.routes_streams import stream_routes
+from labd.server.routes_tasks import task_routes
+from labd.wire import format_timestamp
+
+__all__ = ["STATIC_DIR", "LabdApp", "create_app"]
+
+access_log = logging.getLogger("labd.server.access")
+
+STATIC_DIR = Path(__file__).with_name("static")
+
+
+def create_app(
+    daemon: LabDaemon,
+    *,
+    tokens: Mapping[str, str] | None = None,
+    call_timeout: float = 30.0,
+    heartbeat_interval: float = 15.0,
+    max_body_bytes: int = 10 * 1024 * 1024,
+    static_dir: Path | None = STATIC_DIR,
+) -> LabdApp:
+    """Build the labd HTTP/SSE app for ``daemon`` (``app.state.labd`` holds its context)."""
+    if call_timeout <= 0:
+        raise ValueError("call_timeout must be positive")
+    if heartbeat_interval <= 0:
+        raise ValueError("heartbeat_interval must be positive")
+    ctx = ServerContext(
+        daemon,
+        tokens=tokens,
+        call_timeout=call_timeout,
+        heartbeat_interval=heartbeat_interval,
+        max_body_bytes=max_body_bytes,
+    )
+    daemon.streams.enable_history()
+    app = FastAPI(
+        title="labd",
+        version=labd.__version__,
+        description="Instrument control over HTTP and server-sent events.",
+    )
+    app.state.labd = ctx
+    install_error_handlers(app)
+    app.include_router(device_routes(ctx))
+    app.include_router(task_routes(ctx))
+    app.include_router(stream_routes(ctx))
+
+    @app.get("/health", response_model=HealthModel, tags=["server"])
+    async def health() -> Response:
+        return json_response({"status": "healthy", "timestamp": format_timestamp(time.time())})
+
+    @app.get("/", tags=["server"])
+    async def index(request: Request) -> Response:
+        ctx.require(request, "viewer")
+        endpoints = sorted(
+            {
+                f"{m} {r.path}"
+                for r in app.routes
+                for m in getattr(r, "methods", None) or ()
+                if m != "HEAD"
+            }
+        )
+        return json_response(
+            {
+                "name": "labd",
+                "version": labd.__version__,
+                "dashboard": "/ui/",
+                "endpoints": endpoints,
+            }
+        )
+
+    @app.get("/metrics", tags=["server"], response_class=Response)
+    async def metrics(request: Request) -> Response:
+        ctx.require(request, "viewer")
+        return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    if static_dir is not None and static_dir.is_dir():
+        _mount_dashboard(app, static_dir)
+
+    return LabdApp(app, ctx)
+
+
+def _mount_dashboard(app: FastAPI, root: Path) -> None:
+    """Serve the dashboard's files from memory: they are few and small, and need no threads."""
+    files: dict[str, tuple[bytes, str]] = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            if kind.startswith("text/") or kind in ("application/javascript",):
+                kind += "; charset=utf-8"
+            files[path.relative_to(root).as_posix()] = (path.read_bytes(), kind)
+
+    @app.get("/ui", include_in_schema=False)
+    async def ui_redirect() -> Response:
+        return RedirectResponse("/ui/")
+
+    @app.get("/ui/{path:path}", include_in_schema=False)
+    async def ui(path: str) -> Response:
+        found = files.get(path or "index.html") or files.get(path.rstrip("/") + "/index.html")
+        if found is None:
+            raise ApiError(404, f"no such file: /ui/{path}", type_name="NotFound")
+        body, kind = found
+        return Response(body, media_type=kind, headers={"cache-control": "no-cache"})
+
+
+class LabdApp:
+    """The ASGI app: FastAPI routes inside a body limit, request metrics and a token-free log.
+
+    ``api`` is the FastAPI application (OpenAPI schema, routes).
+    """
+
+    def __init__(self, app: FastAPI, ctx: ServerContext) -> None:
+        self.app = app
+        self.api = app
+        self.ctx = ctx
+        self.state = app.state
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
+                body = await self._read_body(scope, receive)
+                if body is None:
+                    status = 413
+                    response = error_response(
+                        413,
+                        ValueError(f"request body exceeds {self.ctx.max_body_bytes} bytes"),
+                        type_name="PayloadTooLarge",
+                    )
+                    await response(scope, receive, send)
+                    return
+                receive = _replay(body, receive)
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.ctx.metrics.http_requests.labels(scope["method"], template, str(status)).inc()
+            if access_log.isEnabledFor(logging.INFO):
+                query = scope.get("query_string", b"").decode("latin-1")
+                path = scope["path"] + ("?" + redact_query(query) if query else "")
+                access_log.info(
+                    "%s %s %d %.1f ms",
+                    scope["method"],
+                    path,
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                )
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        limit = self.ctx.max_body_bytes
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    if int(value) > limit:
+                        return None
+                except ValueError:
+                    pass
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

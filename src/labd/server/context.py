@@ -1,0 +1,59 @@
+"""What every route of one server shares: the daemon, settings, auth, metrics, the bridge."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from labd.daemon import LabDaemon
+from labd.server.auth import Auth
+from labd.server.bridge import Bridge
+from labd.server.errors import ApiError
+from labd.server.metrics import Metrics
+from labd.wire import encode_json
+
+__all__ = ["ServerContext", "json_response"]
+
+
+@dataclass
+class ServerContext:
+    daemon: LabDaemon
+    tokens: Mapping[str, str] | None = None
+    call_timeout: float = 30.0
+    heartbeat_interval: float = 15.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    metrics: Metrics = field(default_factory=Metrics)
+    bridge: Bridge = field(default_factory=Bridge)
+    closing: bool = False
+    auth: Auth = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.auth = Auth(self.tokens, on_failure=self.metrics.auth_failures.inc)
+
+    def require(self, request: Request, role: str) -> str:
+        return self.auth.require(request, role)
+
+    def ensure_not_owned(self, device_id: str, action: str) -> None:
+        """409 naming the owner when a task holds the device."""
+        owner = self.daemon.owner_of(device_id)
+        if owner is not None:
+            raise ApiError(
+                409,
+                f"device {device_id!r} is owned by task {owner!r}; cannot {action}",
+                type_name="DeviceOwnedError",
+                context={"device_id": device_id, "owner": owner, "action": action},
+            )
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    """A JSON answer encoded by labd's rules (NumPy → lists, datetimes → ISO-8601)."""
+    return Response(
+        encode_json(body, lenient=True), status_code=status, media_type="application/json"
+    )

@@ -1,0 +1,261 @@
+"""Device endpoints: listing, adding, connecting, calling, errors and stream control."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from labd.devices import DeviceBusy, is_query
+from labd.exceptions import DeviceTimeoutError
+from labd.server.context import ServerContext, json_response
+from labd.server.errors import ApiError, status_for
+from labd.server.models import (
+    AddDeviceRequest,
+    CallRequest,
+    CallResponse,
+    DeviceInfoModel,
+    DeviceListModel,
+    ErrorBody,
+    MethodListModel,
+    StartStreamingRequest,
+)
+
+__all__ = ["device_routes"]
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorBody} for code in codes}
+
+
+def device_routes(ctx: ServerContext) -> APIRouter:
+    router = APIRouter(tags=["devices"])
+    daemon = ctx.daemon
+
+    def record_of(device_id: str) -> Any:
+        try:
+            return daemon.device_record(device_id)
+        except ValueError as exc:
+            raise ApiError(
+                404, str(exc), type_name=type(exc).__name__, context={"device_id": device_id}
+            ) from None
+
+    async def device_action(device_id: str, action: str, func: Any, *args: Any) -> None:
+        record = record_of(device_id)
+        ctx.ensure_not_owned(device_id, action)
+        try:
+            await ctx.bridge.run(func, record.device_id, *args)
+        except Exception as exc:
+            raise _as_api_error(exc, {"device_id": device_id, "action": action}) from None
+
+    @router.get("/devices", response_model=DeviceListModel)
+    async def list_devices(request: Request) -> Response:
+        ctx.require(request, "viewer")
+        infos = []
+        for device_id in daemon.list_devices():
+            try:
+                infos.append(daemon.device_info(device_id))
+            except ValueError:
+                continue  # removed meanwhile
+        return json_response({"devices": infos})
+
+    @router.post(
+        "/devices",
+        status_code=201,
+        response_model=DeviceInfoModel,
+        responses=_errors(400, 404, 409),
+    )
+    async def add_device(request: Request, body: AddDeviceRequest) -> Response:
+        ctx.require(request, "admin")
+        if body.device_type not in daemon.device_types():
+            raise ApiError(
+                404,
+                f"unknown device type {body.device_type!r}",
+                type_name="UnknownDeviceTypeError",
+                context={"device_type": body.device_type},
+            )
+        try:
+            await ctx.bridge.run(daemon.add_device, body.device_id, body.device_type, **body.params)
+        except Exception as exc:
+            raise _as_api_error(exc, {"device_id": body.device_id}, default=400) from None
+        return json_response(daemon.device_info(body.device_id), 201)
+
+    @router.get("/devices/{device_id}", response_model=DeviceInfoModel, responses=_errors(404))
+    async def get_device(request: Request, device_id: str) -> Response:
+        ctx.require(request, "viewer")
+        record_of(device_id)
+        return json_response(daemon.device_info(device_id))
+
+    @router.get(
+        "/devices/{device_id}/methods", response_model=MethodListModel, responses=_errors(404)
+    )
+    async def get_methods(request: Request, device_id: str) -> Response:
+        ctx.require(request, "viewer")
+        record_of(device_id)
+        return json_response({"methods": daemon.device_methods(device_id)})
+
+    @router.post(
+        "/devices/{device_id}/connect",
+        response_model=DeviceInfoModel,
+        responses=_errors(404, 409, 500, 504),
+    )
+    async def connect(request: Request, device_id: str) -> Response:
+        ctx.require(request, "admin")
+        await device_action(device_id, "connect", daemon.connect_device, ctx.call_timeout)
+        return json_response(daemon.device_info(device_id))
+
+    @router.post(
+        "/devices/{device_id}/disconnect",
+        response_model=DeviceInfoModel,
+        responses=_errors(404, 409, 500, 504),
+    )
+    async def disconnect(request: Request, device_id: str) -> Response:
+        ctx.require(request, "admin")
+        await device_action(device_id, "disconnect", daemon.disconnect_device, ctx.call_timeout)
+        return json_response(daemon.device_info(device_id))
+
+    @router.delete("/devices/{device_id}", status_code=204, responses=_errors(404, 409))
+    async def remove(request: Request, device_id: str) -> Response:
+        ctx.require(request, "admin")
+        await device_action(device_id, "remove", daemon.remove_device, ctx.call_timeout)
+        return Response(status_code=204)
+
+    @router.post(
+        "/devices/{device_id}/call",
+        response_model=CallResponse,
+        responses=_errors(400, 404, 409, 500, 504),
+    )
+    async def call(request: Request, device_id: str, body: CallRequest) -> Response:
+        record = record_of(device_id)
+        method = body.method
+        if method.startswith("_") or method not in record.methods:
+            raise ApiError(
+                400,
+                f"device {device_id!r} has no public method {method!r}",
+                type_name="AttributeError",
+                context={"device_id": device_id, "method": method},
+            )
+        original = record.methods[method]
+        query = is_query(method, original)
+        ctx.require(request, "viewer" if query else "operator")
+        if not query:
+            ctx.ensure_not_owned(device_id, f"call {method}")
+        try:
+            inspect.signature(original).bind(*body.args, **body.kwargs)
+        except TypeError as exc:
+            raise ApiError(
+                400,
+                f"bad arguments for {device_id}.{method}: {exc}",
+                type_name="TypeError",
+                context={"device_id": device_id, "method": method},
+            ) from None
+        except ValueError:
+            pass  # no signature to check against
+        timeout = body.timeout if body.timeout is not None else ctx.call_timeout
+        func = getattr(record.device, method)
+        context = {"device_id": device_id, "method": method}
+        try:
+            result = await ctx.bridge.call(record.worker, timeout, func, *body.args, **body.kwargs)
+        except DeviceBusy as exc:
+            ctx.metrics.device_calls.labels(device_id, "busy").inc()
+            raise ApiError(409, str(exc), type_name="DeviceBusy", context=context) from None
+        except DeviceTimeoutError as exc:
+            ctx.metrics.device_calls.labels(device_id, "timeout").inc()
+            daemon.record_error(device_id, exc, "framework", method=method)
+            raise ApiError(504, str(exc), type_name="DeviceTimeoutError", context=context) from None
+        except Exception as exc:
+            ctx.metrics.device_calls.labels(device_id, "error").inc()
+            daemon.record_error(device_id, exc, "device", method=method)
+            raise ApiError(500, str(exc), origin="device", context=context, cause=exc) from None
+        ctx.metrics.device_calls.labels(device_id, "ok").inc()
+        return json_response({"result": result, "success": True})
+
+    @router.get("/devices/{device_id}/error", responses=_errors(404))
+    async def get_error(request: Request, device_id: str) -> Response:
+        ctx.require(request, "viewer")
+        record_of(device_id)
+        error = daemon.get_last_error(device_id)
+        if error is None:
+            raise ApiError(
+                404,
+                f"no error recorded for device {device_id!r}",
+                type_name="NoErrorRecorded",
+                context={"device_id": device_id},
+            )
+        return json_response({"error": error})
+
+    @router.delete("/devices/{device_id}/error", status_code=204, responses=_errors(404))
+    async def clear_error(request: Request, device_id: str) -> Response:
+        ctx.require(request, "operator")
+        record_of(device_id)
+        daemon.clear_last_error(device_id)
+        return Response(status_code=204)
+
+    @router.post(
+        "/devices/{device_id}/streaming/start",
+        response_model=DeviceInfoModel,
+        responses=_errors(400, 404, 409, 500, 504),
+    )
+    async def start_streaming(
+        request: Request, device_id: str, body: StartStreamingRequest | None = None
+    ) -> Response:
+        ctx.require(request, "operator")
+        record = record_of(device_id)
+        ctx.ensure_not_owned(device_id, "start streaming")
+        stream = record.stream
+        if stream is None or not stream.can_stream:
+            raise ApiError(
+                400,
+                f"device {device_id!r} cannot stream",
+                type_name="DeviceError",
+                context={"device_id": device_id},
+            )
+        kwargs = body.kwargs if body is not None else {}
+        try:
+            await ctx.bridge.call(
+                record.worker, ctx.call_timeout, stream.subscribe, None, kwargs, explicit=True
+            )
+        except Exception as exc:
+            raise _as_api_error(
+                exc, {"device_id": device_id, "action": "start streaming"}
+            ) from None
+        return json_response(daemon.device_info(device_id))
+
+    @router.post(
+        "/devices/{device_id}/streaming/stop",
+        response_model=DeviceInfoModel,
+        responses=_errors(404, 409, 500),
+    )
+    async def stop_streaming(request: Request, device_id: str) -> Response:
+        ctx.require(request, "operator")
+        record = record_of(device_id)
+        ctx.ensure_not_owned(device_id, "stop streaming")
+        stream = record.stream
+        if stream is None or not stream.can_stream:
+            raise ApiError(
+                400,
+                f"device {device_id!r} cannot stream",
+                type_name="DeviceError",
+                context={"device_id": device_id},
+            )
+        await ctx.bridge.run(stream.stop, min(ctx.call_timeout, 10.0))
+        return json_response(daemon.device_info(device_id))
+
+    return router
+
+
+def _as_api_error(exc: Exception, context: dict[str, Any], default: int = 500) -> ApiError:
+    """Map an exception from the daemon to an answer: framework ones by type, device ones to 500."""
+    status = status_for(exc)
+    if isinstance(exc, ApiError):
+        return exc
+    if status is not None:
+        return ApiError(status, str(exc), type_name=type(exc).__name__, context=context)
+    cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+    if default != 500:
+        return ApiError(default, str(exc), type_name=type(exc).__name__, context=context)
+    return ApiError(
+        500, str(exc), origin="device", type_name=type(cause).__name__, context=context, cause=cause
+    )

@@ -1,0 +1,144 @@
+"""SSE endpoints: a device's stream, a task's progress, the daemon's state changes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from labd.ring import RingEvent
+from labd.server.context import ServerContext
+from labd.server.errors import ApiError, status_for
+from labd.server.models import ErrorBody
+from labd.server.sse import SSEResponse, follow_ring
+
+__all__ = ["stream_routes"]
+
+_SSE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "server-sent events"},
+    404: {"model": ErrorBody},
+}
+
+
+def stream_routes(ctx: ServerContext) -> APIRouter:
+    router = APIRouter(tags=["streams"])
+    daemon = ctx.daemon
+
+    @router.get("/stream/devices/{device_id}", responses=_SSE_DOC, response_class=Response)
+    async def device_stream(request: Request, device_id: str) -> Response:
+        ctx.require(request, "viewer")
+        try:
+            record = daemon.device_record(device_id)
+        except ValueError as exc:
+            raise ApiError(
+                404, str(exc), type_name=type(exc).__name__, context={"device_id": device_id}
+            ) from None
+        stream = record.stream
+        if stream is None or not stream.can_stream:
+            raise ApiError(
+                400,
+                f"device {device_id!r} cannot stream",
+                type_name="DeviceError",
+                context={"device_id": device_id},
+            )
+        daemon.streams.enable_history()
+        ring = stream.ring
+        assert ring is not None
+        last_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+        if last_id is not None and last_id.strip().lstrip("-").isdigit():
+            cursor = ring.find_after_sequence(int(last_id), stream.run)
+        else:
+            cursor = ring.head
+        stream.add_remote_reader()
+        if not stream.running and daemon.owner_of(device_id) is None:
+            try:
+                await ctx.bridge.call(
+                    record.worker, ctx.call_timeout, stream.subscribe, None, {}, explicit=False
+                )
+            except Exception as exc:
+                await ctx.bridge.run(stream.remove_remote_reader)
+                status = status_for(exc) or 409
+                raise ApiError(
+                    status,
+                    f"device {device_id!r} could not start streaming: {exc}",
+                    type_name=type(exc).__name__,
+                    origin="framework" if status_for(exc) else "device",
+                    context={"device_id": device_id},
+                ) from None
+        gauge = ctx.metrics.sse_clients.labels(device_id)
+        delivered = ctx.metrics.events_delivered.labels(device_id)
+        dropped = ctx.metrics.events_dropped.labels(device_id)
+        gauge.inc()
+
+        def count(events: list[RingEvent], skipped: int) -> None:
+            if events:
+                delivered.inc(len(events))
+            if skipped:
+                dropped.inc(skipped)
+
+        def chunks(gone: asyncio.Event) -> AsyncIterator[bytes]:
+            return follow_ring(
+                ctx.bridge,
+                ring,
+                cursor,
+                gone=gone,
+                closing=ctx.is_closing,
+                heartbeat=ctx.heartbeat_interval,
+                on_batch=count,
+            )
+
+        async def leave() -> None:
+            gauge.dec()
+            await ctx.bridge.run(stream.remove_remote_reader)
+
+        return SSEResponse(chunks, leave)
+
+    @router.get("/stream/tasks/{task_id}", responses=_SSE_DOC, response_class=Response)
+    async def task_stream(request: Request, task_id: str) -> Response:
+        ctx.require(request, "viewer")
+        try:
+            handle = daemon.get_task(task_id)
+        except ValueError as exc:
+            raise ApiError(
+                404, str(exc), type_name=type(exc).__name__, context={"task_id": task_id}
+            ) from None
+        ring = handle.events
+
+        def done(cursor: int) -> bool:
+            return not handle.is_running() and cursor >= ring.head
+
+        def chunks(gone: asyncio.Event) -> AsyncIterator[bytes]:
+            return follow_ring(
+                ctx.bridge,
+                ring,
+                ring.oldest,
+                gone=gone,
+                closing=ctx.is_closing,
+                heartbeat=ctx.heartbeat_interval,
+                finished=done,
+            )
+
+        return SSEResponse(chunks)
+
+    @router.get("/stream/events", responses=_SSE_DOC, response_class=Response)
+    async def event_stream(request: Request) -> Response:
+        ctx.require(request, "viewer")
+        ring = daemon.events.ring
+        cursor = ring.head
+
+        def chunks(gone: asyncio.Event) -> AsyncIterator[bytes]:
+            return follow_ring(
+                ctx.bridge,
+                ring,
+                cursor,
+                gone=gone,
+                closing=ctx.is_closing,
+                heartbeat=ctx.heartbeat_interval,
+            )
+
+        return SSEResponse(chunks)
+
+    return router
