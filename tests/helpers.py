@@ -1,0 +1,24 @@
+"""Small synchronisation helpers shared by labd's tests (import with ``from helpers import ...``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.005
+) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` passes; returns its last truth."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def labd_threads() -> list[threading.Thread]:
+    """Live threads whose name starts with ``labd-``."""
+    return [t for t in threading.enumerate() if t.name.startswith("labd-") and t.is_alive()]
