@@ -1,4 +1,4 @@
-"""Small synchronisation helpers shared by labd's tests (import with ``from helpers import ...``)."""
+"""Synchronisation helpers shared by labd's tests: ``from helpers import wait_until``."""
 
 from __future__ import annotations
 

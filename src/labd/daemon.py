@@ -15,6 +15,7 @@ from typing import Any
 from labd.devices import CallWorker, describe_methods, instantiate, wrap_device
 from labd.events import EventBus
 from labd.exceptions import (
+    DeviceConfigurationError,
     DeviceConnectionError,
     DeviceError,
     DeviceOwnedError,
@@ -90,7 +91,10 @@ class LabDaemon:
     def register_plugins(
         self, devices: dict[str, type] | None = None, tasks: dict[str, type] | None = None
     ) -> None:
-        """Register device and task classes under names (used by ``add_device``/``execute_task`` and HTTP)."""
+        """Register device and task classes under names.
+
+        The names serve ``add_device``/``execute_task`` and the HTTP API.
+        """
         with self._lock:
             for registry, new, kind in (
                 (self._device_types, devices or {}, "device"),
@@ -150,7 +154,7 @@ class LabDaemon:
         return cls, device_type
 
     def _track_connection(self, record: DeviceRecord) -> None:
-        """Keep ``connected`` true to what the device was told, however connect/disconnect are called."""
+        """Keep ``connected`` true to what the device was told, whoever calls connect/disconnect."""
         device = record.device
         for name, state in (("connect", True), ("disconnect", False)):
             locked = getattr(device, name, None)
@@ -193,7 +197,7 @@ class LabDaemon:
         return list(self._devices)
 
     def connect_device(self, device: str | Any, timeout: float | None = None) -> None:
-        """Call the device's ``connect()``; past ``timeout`` raise and disconnect once it returns."""
+        """Call the device's ``connect()``; past ``timeout`` raise; disconnect once it returns."""
         record = self.device_record(device)
         connect = getattr(record.device, "connect", None)
         if "connect" not in record.methods or connect is None:
@@ -276,7 +280,9 @@ class LabDaemon:
             self.events.publish("device_removed", device_id=record.device_id)
 
     @contextmanager
-    def device_context(self, device_id: str, device_type: str | type, **params: Any) -> Iterator[Any]:
+    def device_context(
+        self, device_id: str, device_type: str | type, **params: Any
+    ) -> Iterator[Any]:
         """Add and connect a device; disconnect and remove it on exit, also on error."""
         device = self.add_device(device_id, device_type, **params)
         try:
@@ -385,7 +391,7 @@ class LabDaemon:
                 raise DuplicateTaskError(f"task {task_id!r} is still running")
         try:
             task = instantiate(cls, task_id, params, kind="task")
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, DeviceConfigurationError) as exc:
             raise TaskError(f"cannot create task {task_id!r} ({type_name}): {exc}") from exc
         device_ids = [str(d) for d in (getattr(task, "device_ids", None) or [])]
         parent = current_task()
@@ -436,6 +442,10 @@ class LabDaemon:
             parent=parent.task_id if parent else None,
         )
         handle._start()
+        if parent is not None and parent.cancel_requested:
+            # The parent was cancelled while starting this child; its cancel() may not
+            # have seen the child yet.
+            handle.cancel()
         return handle
 
     def _task_class(self, task_type: str | type) -> tuple[type, str]:
@@ -453,6 +463,8 @@ class LabDaemon:
             for device_id, owner in list(self._owners.items()):
                 if owner == handle.task_id:
                     del self._owners[device_id]
+            if self._tasks.get(handle.task_id) is handle:
+                self._tasks.move_to_end(handle.task_id)  # finishing counts as a use
             exc = handle.exception()
             failed = exc is not None and not handle.cancel_requested
             if failed and exc is not None:
@@ -467,11 +479,15 @@ class LabDaemon:
                 self._task_errors.pop(old.task_id, None)
         if failed:
             self.events.publish(
-                "error_recorded", task_id=handle.task_id, error=self._task_errors.get(handle.task_id)
+                "error_recorded",
+                task_id=handle.task_id,
+                error=self._task_errors.get(handle.task_id),
             )
 
     @contextmanager
-    def task_context(self, task_id: str, task_type: str | type, **params: Any) -> Iterator[TaskHandle]:
+    def task_context(
+        self, task_id: str, task_type: str | type, **params: Any
+    ) -> Iterator[TaskHandle]:
         """Start a task; on exit cancel it and wait for it to end."""
         handle = self.execute_task(task_id, task_type, **params)
         try:

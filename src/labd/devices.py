@@ -50,7 +50,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def query(func: F) -> F:
-    """Mark a device method as a read-only query: served remotely even while a task owns the device."""
+    """Mark a device method as a read-only query.
+
+    Queries are served remotely even while a task owns the device.
+    """
     func.__labd_query__ = True  # type: ignore[attr-defined]
     return func
 
@@ -122,7 +125,10 @@ def public_methods(cls: type) -> list[str]:
 
 
 def wrap_device(obj: Any, lock: threading.RLock) -> dict[str, Callable[..., Any]]:
-    """Inject ``_ld_lock`` and wrap each public method in it; returns {name: original bound method}."""
+    """Inject ``_ld_lock`` and wrap each public method in it.
+
+    Returns ``{name: original bound method}``.
+    """
     obj._ld_lock = lock
     originals: dict[str, Callable[..., Any]] = {}
     for name in public_methods(type(obj)):
@@ -135,10 +141,17 @@ def wrap_device(obj: Any, lock: threading.RLock) -> dict[str, Callable[..., Any]
 
 
 def _locked(method: Callable[..., Any], lock: threading.RLock) -> Callable[..., Any]:
+    # Bound acquire/release are measurably cheaper per call than a ``with`` block here.
+    acquire = lock.acquire
+    release = lock.release
+
     @functools.wraps(method)
     def call(*args: Any, **kwargs: Any) -> Any:
-        with lock:
+        acquire()
+        try:
             return method(*args, **kwargs)
+        finally:
+            release()
 
     return call
 
@@ -255,7 +268,9 @@ class CallWorker:
         self._queue.put(job)
         return job.future
 
-    def call(self, timeout: float | None, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def call(
+        self, timeout: float | None, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
         """Run a call and wait for it at most ``timeout`` seconds (None: forever)."""
         future = self.submit(func, *args, **kwargs)
         return self.wait(future, timeout)

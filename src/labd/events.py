@@ -55,7 +55,8 @@ class EventBus:
             raise ValueError(f"unknown event name {event!r}")
         now = time.time()
         body: dict[str, Any] = {"event": event, "timestamp": format_timestamp(now), **fields}
-        self.ring.append(RingEvent(event, sse_frame(event, encode_json(body, lenient=True)), timestamp=now))
+        frame = sse_frame(event, encode_json(body, lenient=True))
+        self.ring.append(RingEvent(event, frame, timestamp=now))
         for listener in self._listeners:
             try:
                 listener(body)

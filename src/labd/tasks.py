@@ -225,7 +225,10 @@ class TaskHandle:
         return getter(key)
 
     def wait(self, timeout: float | None = None) -> Any:
-        """Wait for the end; return the result or raise TaskFailedError/TaskCancelledError/TimeoutError."""
+        """Wait for the end and return the result.
+
+        Raises TaskFailedError (cause chained), TaskCancelledError or TimeoutError.
+        """
         if not self._done.wait(timeout):
             raise TimeoutError(f"task {self.task_id!r} still running after {timeout} s")
         if self._status == "failed":

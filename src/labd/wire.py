@@ -127,9 +127,27 @@ def decode_json(data: bytes | str) -> Any:
     return orjson.loads(data)
 
 
+_second_prefix: tuple[int, str] = (-1, "")
+
+
 def format_timestamp(ts: float) -> str:
-    """POSIX seconds → RFC 3339 UTC with microseconds, e.g. ``2026-11-24T18:55:40.123456Z``."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """POSIX seconds → RFC 3339 UTC with microseconds, e.g. ``2026-11-24T18:55:40.123456Z``.
+
+    Called for every streamed datum, so the date part is formatted once per second.
+    """
+    global _second_prefix
+    second = int(ts)
+    micros = round((ts - second) * 1_000_000)
+    if micros >= 1_000_000:
+        second += 1
+        micros -= 1_000_000
+    if ts < 0 or micros < 0:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    cached_second, prefix = _second_prefix
+    if cached_second != second:
+        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _second_prefix = (second, prefix)
+    return f"{prefix}{micros:06d}Z"
 
 
 def parse_timestamp(text: str) -> float:
