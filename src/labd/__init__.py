@@ -29,6 +29,7 @@ from labd.exceptions import (
     TaskError,
     TaskFailedError,
 )
+from labd.recording import Recording, load_recording
 from labd.streams import Subscription
 from labd.tasks import TaskContext, TaskHandle
 
@@ -43,6 +44,7 @@ __all__ = [
     "LabDaemon",
     "LabDaemonException",
     "LabDaemonJSONEncoder",
+    "Recording",
     "Subscription",
     "TaskCancelledError",
     "TaskContext",
@@ -53,6 +55,7 @@ __all__ = [
     "capture_metadata",
     "load_hdf5",
     "load_json",
+    "load_recording",
     "query",
     "save_hdf5",
     "save_json",

@@ -53,16 +53,19 @@ class Subscription:
 
     Inline subscriptions run the callback on the device's thread; with ``queue_size``
     the callback runs on its own thread behind a bounded queue that drops (and counts)
-    when full, so a slow callback never stalls the device.
+    when full, so a slow callback never stalls the device. With ``with_meta`` the
+    callback gets ``(sequence, timestamp, datum)``: the stream's own numbering and the
+    datum's POSIX time, as recordings need.
     """
 
     def __init__(
         self,
         stream: DeviceStream,
-        callback: Callable[[Any], Any],
+        callback: Callable[..., Any],
         *,
         queue_size: int | None = None,
         on_end: Callable[[BaseException | None], Any] | None = None,
+        with_meta: bool = False,
     ) -> None:
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
@@ -71,6 +74,7 @@ class Subscription:
         self.device_id = stream.device_id
         self.callback = callback
         self.queue_size = queue_size
+        self.with_meta = with_meta
         self._stream = stream
         self._on_end = on_end
         self._delivered = 0
@@ -113,20 +117,26 @@ class Subscription:
         if self._queue is not None:
             self._queue.start()
 
-    def _deliver(self, data: Any) -> None:
+    def _deliver(self, data: Any, sequence: int, timestamp: float) -> None:
         if self._queue is not None:
-            self._queue.put(data)
+            self._queue.put((sequence, timestamp, data) if self.with_meta else data)
             return
         self._delivered += 1
         try:
-            self.callback(data)
+            if self.with_meta:
+                self.callback(sequence, timestamp, data)
+            else:
+                self.callback(data)
         except Exception as exc:
             self._inline_errors += 1
             self._stream._record(exc, "callback")
 
     def _run_callback_queued(self, data: Any) -> None:
         try:
-            self.callback(data)
+            if self.with_meta:
+                self.callback(*data)
+            else:
+                self.callback(data)
         except Exception as exc:
             self._stream._record(exc, "callback")
 
@@ -244,23 +254,27 @@ class DeviceStream:
 
     def subscribe(
         self,
-        callback: Callable[[Any], Any] | None,
+        callback: Callable[..., Any] | None,
         kwargs: dict[str, Any] | None = None,
         *,
         queue_size: int | None = None,
         on_end: Callable[[BaseException | None], Any] | None = None,
         explicit: bool = True,
+        with_meta: bool = False,
     ) -> Subscription | None:
         """Join the device stream, starting the device if it is idle.
 
         With ``callback=None`` nothing subscribes locally: the stream is only started
-        (explicit control, or for remote readers of the ring).
+        (explicit control, or for remote readers of the ring). ``with_meta`` calls
+        ``callback(sequence, timestamp, datum)`` instead of ``callback(datum)``.
         """
         if not self.can_stream:
             raise DeviceError(f"device {self.device_id!r} cannot stream (no start_streaming)")
         kwargs = dict(kwargs or {})
         sub = (
-            Subscription(self, callback, queue_size=queue_size, on_end=on_end)
+            Subscription(
+                self, callback, queue_size=queue_size, on_end=on_end, with_meta=with_meta
+            )
             if callback is not None
             else None
         )
@@ -337,8 +351,8 @@ class DeviceStream:
             seq = self._next_seq
             self._next_seq = seq + 1
             self.emitted += 1
+            now = time.time()
             if ring is not None:
-                now = time.time()
                 frame = sse_frame(
                     "device_data",
                     encode_stream_envelope(self.device_id, seq, now, data, run),
@@ -348,7 +362,7 @@ class DeviceStream:
                     RingEvent("device_data", frame, sequence=seq, run=run, timestamp=now)
                 )
         for sub in self._subs:
-            sub._deliver(data)
+            sub._deliver(data, seq, now)
 
     def _device_error(self, run: int, exc: BaseException) -> None:
         if run != self.run:
