@@ -37,6 +37,11 @@ def is_loopback(host: str) -> bool:
             return False
 
 
+def _bound_port(server: uvicorn.Server) -> int | None:
+    sockets = [s for srv in server.servers for s in srv.sockets]
+    return int(sockets[0].getsockname()[1]) if sockets else None
+
+
 class LabDaemonServer:
     """Serve ``daemon`` at ``http://host:port``; ``port=0`` picks a free port (see ``url``).
 
@@ -111,7 +116,7 @@ class LabDaemonServer:
         self._thread = threading.Thread(target=self._serve, name="labd-server", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
-        while not self._server.started:
+        while not self._server.started or self._bound_port is None:
             if self._failure is not None or not self._thread.is_alive():
                 raise RuntimeError(
                     f"server failed to start on {self.host}:{self.port}: {self._failure}"
@@ -120,6 +125,9 @@ class LabDaemonServer:
                 self.stop()
                 raise TimeoutError(f"server did not start within {timeout} s")
             time.sleep(0.01)
+        if self._bound_port is None:
+            # ``started`` turns true before the loop thread has noted the port.
+            self._bound_port = _bound_port(self._server)
         log.info("labd server listening on %s", self.url)
 
     def _serve(self) -> None:
@@ -138,10 +146,8 @@ class LabDaemonServer:
         task = asyncio.create_task(self._server.serve())
         while not self._server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no started event
             await asyncio.sleep(0.01)
-        if self._server.started:
-            sockets = [s for srv in self._server.servers for s in srv.sockets]
-            if sockets:
-                self._bound_port = sockets[0].getsockname()[1]
+        if self._server.started and self._bound_port is None:
+            self._bound_port = _bound_port(self._server)
         await task
         if not self._server.started and task.exception() is None:
             raise RuntimeError(f"could not bind {self.host}:{self.port}")
@@ -166,7 +172,7 @@ class LabDaemonServer:
                 if self._server is not None:
                     self._server.force_exit = True
                 thread.join(1.0)
-        ctx.bridge.close(wait=False)
+        ctx.bridge.close(timeout=1.0)
 
     def __enter__(self) -> LabDaemonServer:
         if self._server is None:

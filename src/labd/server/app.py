@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.types import Message, Receive, Scope, Send
@@ -60,9 +61,9 @@ def create_app(
     )
     app.state.labd = ctx
     install_error_handlers(app)
-    app.include_router(device_routes(ctx))
-    app.include_router(task_routes(ctx))
-    app.include_router(stream_routes(ctx))
+    routers = [device_routes(ctx), task_routes(ctx), stream_routes(ctx)]
+    for router in routers:
+        app.include_router(router)
 
     @app.get("/health", response_model=HealthModel, tags=["server"])
     async def health() -> Response:
@@ -73,8 +74,9 @@ def create_app(
         ctx.require(request, "viewer")
         endpoints = sorted(
             {
-                f"{m} {r.path}"
-                for r in app.routes
+                f"{m} {getattr(r, 'path', '')}"
+                # Included routers may show in app.routes as one opaque entry each.
+                for r in [*app.routes, *(r for router in routers for r in router.routes)]
                 for m in getattr(r, "methods", None) or ()
                 if m != "HEAD"
             }
@@ -162,6 +164,15 @@ class LabdApp:
                     )
                     await response(scope, receive, send)
                     return
+                if body.strip() and not _is_json_object(body):
+                    status = 400
+                    response = error_response(
+                        400,
+                        ValueError("request body must be a JSON object"),
+                        type_name="ValidationError",
+                    )
+                    await response(scope, receive, send)
+                    return
                 receive = _replay(body, receive)
             await self.app(scope, receive, send_wrapper)
         finally:
@@ -202,6 +213,14 @@ class LabdApp:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+def _is_json_object(body: bytes) -> bool:
+    # Checked here so that endpoints without a body model refuse garbage the same way.
+    try:
+        return isinstance(orjson.loads(body), dict)
+    except orjson.JSONDecodeError:
+        return False
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -123,5 +124,10 @@ class Bridge:
         for watcher in list(self._watchers.values()):
             watcher.wake_all()
 
-    def close(self, wait: bool = True) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the pool, waiting at most ``timeout`` seconds for work in progress."""
+        threads = list(getattr(self._pool, "_threads", ()))
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))

@@ -33,6 +33,16 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 def device_routes(ctx: ServerContext) -> APIRouter:
     router = APIRouter(tags=["devices"])
     daemon = ctx.daemon
+    signatures: dict[int, tuple[Any, inspect.Signature]] = {}
+
+    def signature_of(method: Any) -> inspect.Signature:
+        # inspect.signature costs more than the rest of a call's checks: keep it.
+        cached = signatures.get(id(method))
+        if cached is None or cached[0] is not method:
+            if len(signatures) > 4096:  # devices come and go: stay bounded
+                signatures.clear()
+            cached = signatures[id(method)] = (method, inspect.signature(method))
+        return cached[1]
 
     def record_of(device_id: str) -> Any:
         try:
@@ -143,7 +153,7 @@ def device_routes(ctx: ServerContext) -> APIRouter:
         if not query:
             ctx.ensure_not_owned(device_id, f"call {method}")
         try:
-            inspect.signature(original).bind(*body.args, **body.kwargs)
+            signature_of(original).bind(*body.args, **body.kwargs)
         except TypeError as exc:
             raise ApiError(
                 400,
