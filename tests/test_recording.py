@@ -491,3 +491,16 @@ def test_subscribers_can_ask_for_sequence_and_timestamp(
     assert [(seq, datum) for seq, _, datum in got] == [(0, "a"), (1, "b"), (2, "c")]
     assert all(before - 1.0 <= ts <= time.time() + 1.0 for _, ts, _ in got)
     sub.close()
+
+
+def test_shutdown_finishes_open_recordings(tmp_path: Path) -> None:
+    daemon = LabDaemon()
+    source: FeedSource = daemon.add_device("feed", FeedSource)
+    path = tmp_path / "at-shutdown.h5"
+    rec = record(daemon, path)
+    source._feed(1.0, 2.0, 3.0)
+    daemon.shutdown(timeout=10.0)
+    assert not rec.is_recording()
+    loaded = load_recording(path)
+    assert loaded["sequence"].tolist() == [0, 1, 2]
+    assert loaded["metadata"]["recorded"] == 3

@@ -788,3 +788,23 @@ def test_every_timestamp_has_a_utc_offset(lab: Served) -> None:
         counted += assert_utc(lab.http.get(path).json())
     counted += assert_utc(post(lab, "/devices/ghost/call", {"method": "x"}).json())
     assert counted >= 10
+
+
+def test_a_port_in_use_is_a_clear_error() -> None:
+    import socket
+
+    from labd import LabDaemon
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    daemon = LabDaemon()
+    try:
+        server = LabDaemonServer(daemon, port=port)
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
+            server.start()
+        server.stop()
+    finally:
+        holder.close()
+        daemon.shutdown()

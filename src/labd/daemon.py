@@ -6,6 +6,7 @@ import functools
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -85,6 +86,7 @@ class LabDaemon:
         self._task_errors: dict[str, ErrorInfo] = {}
         self._error_event_at: dict[tuple[str, str], tuple[str, float]] = {}
         self._shut_down = False
+        self._recordings: weakref.WeakSet[Any] = weakref.WeakSet()
 
     # -- plugins ------------------------------------------------------------------------
 
@@ -376,7 +378,9 @@ class LabDaemon:
         """Record every datum of the device's stream to an HDF5 file (see :mod:`labd.recording`)."""
         from labd.recording import Recording
 
-        return Recording(self, self.device_record(device), path, metadata, **options)
+        recording = Recording(self, self.device_record(device), path, metadata, **options)
+        self._recordings.add(recording)
+        return recording
 
     # -- tasks --------------------------------------------------------------------------
 
@@ -574,6 +578,11 @@ class LabDaemon:
 
         for handle in tasks:
             handle.cancel()
+        for recording in list(self._recordings):
+            try:
+                recording.stop(left())
+            except Exception:
+                log.exception("finishing recording %s during shutdown failed", recording.path)
         late_streams = self.streams.close(left())
         for handle in tasks:
             if not handle.join_thread(left()):

@@ -233,7 +233,7 @@ class DeviceStream:
         self._next_seq = 0
         self._subs: tuple[Subscription, ...] = ()
         self._emit_lock = threading.Lock()
-        self._emit_threads: frozenset[int] = frozenset()
+        self._emit_threads: frozenset[threading.Thread] = frozenset()
         self._stop_requested = False
         self.ring: EventRing | None = None
         self.last_error: BaseException | None = None
@@ -343,9 +343,10 @@ class DeviceStream:
     def _emit(self, run: int, data: Any) -> None:
         if run != self._active_run:
             return
-        ident = threading.get_ident()
-        if ident not in self._emit_threads:
-            self._emit_threads = self._emit_threads | {ident}
+        # Thread objects, not idents: a new thread may reuse a finished one's ident.
+        thread = threading.current_thread()
+        if thread not in self._emit_threads:
+            self._emit_threads = self._emit_threads | {thread}
         ring = self.ring
         with self._emit_lock:
             seq = self._next_seq
@@ -402,7 +403,7 @@ class DeviceStream:
                 return
             self.state = "stopping"
             self._active_run = 0
-        if threading.get_ident() in self._emit_threads:
+        if threading.current_thread() in self._emit_threads:
             self.hub._spawn(f"labd-stop-{self.device_id}", self._stop_device, timeout)
             return
         self._stop_device(timeout)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -111,28 +110,6 @@ def _stop_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _check_port_free(host: str, port: int) -> None:
-    """Fail with a clear line when ``host:port`` is taken, before the server tries to bind."""
-    if port == 0:
-        return
-    try:
-        family, kind, proto, _name, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except OSError as exc:
-        raise UsageProblem(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    with socket.socket(family, kind, proto) as probe:
-        # The server sets SO_REUSEADDR too, so only a live listener makes this fail.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise RuntimeError(
-                f"cannot listen on {host}:{port}: {reason.lower()} (another server? try --port)"
-            ) from exc
-
-
 def serve_until_stopped(
     daemon: LabDaemon,
     options: ServerOptions,
@@ -155,10 +132,12 @@ def serve_until_stopped(
         server = LabDaemonServer(daemon, **kwargs)
     except ValueError as exc:
         raise UsageProblem(str(exc)) from exc
-    _check_port_free(kwargs["host"], kwargs["port"])
     stop = threading.Event()
     with _stop_signals(stop):
-        server.start()
+        try:
+            server.start()
+        except OSError as exc:
+            raise RuntimeError(f"{exc} (another server? try --port)") from None
         try:
             for line in describe(server.url):
                 console.print(line, soft_wrap=True, highlight=False)

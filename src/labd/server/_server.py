@@ -109,6 +109,7 @@ class LabDaemonServer:
         """Start serving: on a ``labd-server`` thread, or in this thread with ``blocking=True``."""
         if self._server is not None:
             raise RuntimeError("server already started")
+        self._check_address()
         self._server = uvicorn.Server(self._config)
         if blocking:
             self._serve()
@@ -117,6 +118,8 @@ class LabDaemonServer:
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started or self._bound_port is None:
+            if isinstance(self._failure, OSError):
+                raise self._failure
             if self._failure is not None or not self._thread.is_alive():
                 raise RuntimeError(
                     f"server failed to start on {self.host}:{self.port}: {self._failure}"
@@ -130,10 +133,35 @@ class LabDaemonServer:
             self._bound_port = _bound_port(self._server)
         log.info("labd server listening on %s", self.url)
 
+    def _check_address(self) -> None:
+        """Fail with a clear OSError when the address cannot be bound (uvicorn would exit)."""
+        if self.port == 0:
+            return
+        try:
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise OSError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise OSError(
+                    f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
+                ) from exc
+
     def _serve(self) -> None:
         assert self._server is not None
         try:
             asyncio.run(self._main())
+        except SystemExit as exc:  # uvicorn exits when it cannot bind
+            self._failure = OSError(
+                f"cannot listen on {self.host}:{self.port} (address in use or not available)"
+            )
+            log.error("server could not start: %s", self._failure)
+            if self._thread is None:
+                raise self._failure from exc
         except BaseException as exc:
             self._failure = exc
             log.error("server stopped with an error: %s", exc)

@@ -7,7 +7,9 @@ import mimetypes
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 from fastapi import FastAPI, Request
@@ -17,8 +19,14 @@ from starlette.types import Message, Receive, Scope, Send
 import labd
 from labd.daemon import LabDaemon
 from labd.server.auth import redact_query
+from labd.server.calls import DeviceCaller
 from labd.server.context import ServerContext, json_response
-from labd.server.errors import ApiError, error_response, install_error_handlers
+from labd.server.errors import (
+    ApiError,
+    api_error_response,
+    error_response,
+    install_error_handlers,
+)
 from labd.server.models import HealthModel
 from labd.server.routes_devices import device_routes
 from labd.server.routes_streams import stream_routes
@@ -61,7 +69,8 @@ def create_app(
     )
     app.state.labd = ctx
     install_error_handlers(app)
-    routers = [device_routes(ctx), task_routes(ctx), stream_routes(ctx)]
+    caller = DeviceCaller(ctx)
+    routers = [device_routes(ctx, caller), task_routes(ctx), stream_routes(ctx)]
     for router in routers:
         app.include_router(router)
 
@@ -98,7 +107,7 @@ def create_app(
     if static_dir is not None and static_dir.is_dir():
         _mount_dashboard(app, static_dir)
 
-    return LabdApp(app, ctx)
+    return LabdApp(app, ctx, caller)
 
 
 def _mount_dashboard(app: FastAPI, root: Path) -> None:
@@ -130,10 +139,11 @@ class LabdApp:
     ``api`` is the FastAPI application (OpenAPI schema, routes).
     """
 
-    def __init__(self, app: FastAPI, ctx: ServerContext) -> None:
+    def __init__(self, app: FastAPI, ctx: ServerContext, caller: DeviceCaller) -> None:
         self.app = app
         self.api = app
         self.ctx = ctx
+        self.caller = caller
         self.state = app.state
 
     def __getattr__(self, name: str) -> Any:
@@ -164,6 +174,11 @@ class LabdApp:
                     )
                     await response(scope, receive, send)
                     return
+                device_id = _call_target(scope)
+                if device_id is not None:  # validates its own body
+                    scope["route"] = _CALL_ROUTE
+                    await self._call(scope, receive, send_wrapper, device_id, body)
+                    return
                 if body.strip() and not _is_json_object(body):
                     status = 400
                     response = error_response(
@@ -189,6 +204,16 @@ class LabdApp:
                     status,
                     (time.perf_counter() - started) * 1000,
                 )
+
+    async def _call(
+        self, scope: Scope, receive: Receive, send: Send, device_id: str, body: bytes
+    ) -> None:
+        """``POST /devices/{id}/call`` without the framework's routing: the hot path."""
+        try:
+            response = await self.caller.from_body(Request(scope, receive), device_id, body)
+        except ApiError as exc:
+            response = api_error_response(exc)
+        await response(scope, receive, send)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         limit = self.ctx.max_body_bytes
@@ -221,6 +246,19 @@ def _is_json_object(body: bytes) -> bool:
         return isinstance(orjson.loads(body), dict)
     except orjson.JSONDecodeError:
         return False
+
+
+_CALL_ROUTE = SimpleNamespace(path="/devices/{device_id}/call")
+
+
+def _call_target(scope: Scope) -> str | None:
+    """The device id when the request is ``POST /devices/{id}/call``."""
+    if scope["method"] != "POST":
+        return None
+    parts = scope["path"].split("/")
+    if len(parts) == 4 and parts[1] == "devices" and parts[3] == "call" and parts[2]:
+        return unquote(parts[2])
+    return None
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

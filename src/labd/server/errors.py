@@ -25,7 +25,13 @@ from labd.exceptions import (
 )
 from labd.wire import Origin, encode_json, error_object
 
-__all__ = ["ApiError", "error_response", "install_error_handlers", "status_for"]
+__all__ = [
+    "ApiError",
+    "api_error_response",
+    "error_response",
+    "install_error_handlers",
+    "status_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +100,20 @@ def error_response(
     )
 
 
+def api_error_response(exc: ApiError) -> Response:
+    """The answer for an :class:`ApiError` (a device's own exception keeps its traceback)."""
+    source: BaseException = exc
+    if exc.cause is not None and exc.origin != "framework" and str(exc) == str(exc.cause):
+        source = exc.cause
+    return error_response(
+        exc.status,
+        source,
+        exc.origin,
+        exc.context,
+        type_name=exc.type_name or (type(exc.cause).__name__ if exc.cause else None),
+    )
+
+
 def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for item in exc.errors():
@@ -107,16 +127,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
-        source: BaseException = exc.cause if exc.cause is not None else exc
-        if exc.cause is not None and str(exc) != str(exc.cause):
-            source = exc
-        return error_response(
-            exc.status,
-            source if exc.origin != "framework" else exc,
-            exc.origin,
-            exc.context,
-            type_name=exc.type_name or (type(exc.cause).__name__ if exc.cause else None),
-        )
+        return api_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from labd.devices import DeviceBusy, is_query
-from labd.exceptions import DeviceTimeoutError
+from labd.server.calls import DeviceCaller
 from labd.server.context import ServerContext, json_response
 from labd.server.errors import ApiError, status_for
 from labd.server.models import (
@@ -30,19 +28,9 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody} for code in codes}
 
 
-def device_routes(ctx: ServerContext) -> APIRouter:
+def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
     router = APIRouter(tags=["devices"])
     daemon = ctx.daemon
-    signatures: dict[int, tuple[Any, inspect.Signature]] = {}
-
-    def signature_of(method: Any) -> inspect.Signature:
-        # inspect.signature costs more than the rest of a call's checks: keep it.
-        cached = signatures.get(id(method))
-        if cached is None or cached[0] is not method:
-            if len(signatures) > 4096:  # devices come and go: stay bounded
-                signatures.clear()
-            cached = signatures[id(method)] = (method, inspect.signature(method))
-        return cached[1]
 
     def record_of(device_id: str) -> Any:
         try:
@@ -138,49 +126,9 @@ def device_routes(ctx: ServerContext) -> APIRouter:
         responses=_errors(400, 404, 409, 500, 504),
     )
     async def call(request: Request, device_id: str, body: CallRequest) -> Response:
-        record = record_of(device_id)
-        method = body.method
-        if method.startswith("_") or method not in record.methods:
-            raise ApiError(
-                400,
-                f"device {device_id!r} has no public method {method!r}",
-                type_name="AttributeError",
-                context={"device_id": device_id, "method": method},
-            )
-        original = record.methods[method]
-        query = is_query(method, original)
-        ctx.require(request, "viewer" if query else "operator")
-        if not query:
-            ctx.ensure_not_owned(device_id, f"call {method}")
-        try:
-            signature_of(original).bind(*body.args, **body.kwargs)
-        except TypeError as exc:
-            raise ApiError(
-                400,
-                f"bad arguments for {device_id}.{method}: {exc}",
-                type_name="TypeError",
-                context={"device_id": device_id, "method": method},
-            ) from None
-        except ValueError:
-            pass  # no signature to check against
-        timeout = body.timeout if body.timeout is not None else ctx.call_timeout
-        func = getattr(record.device, method)
-        context = {"device_id": device_id, "method": method}
-        try:
-            result = await ctx.bridge.call(record.worker, timeout, func, *body.args, **body.kwargs)
-        except DeviceBusy as exc:
-            ctx.metrics.device_calls.labels(device_id, "busy").inc()
-            raise ApiError(409, str(exc), type_name="DeviceBusy", context=context) from None
-        except DeviceTimeoutError as exc:
-            ctx.metrics.device_calls.labels(device_id, "timeout").inc()
-            daemon.record_error(device_id, exc, "framework", method=method)
-            raise ApiError(504, str(exc), type_name="DeviceTimeoutError", context=context) from None
-        except Exception as exc:
-            ctx.metrics.device_calls.labels(device_id, "error").inc()
-            daemon.record_error(device_id, exc, "device", method=method)
-            raise ApiError(500, str(exc), origin="device", context=context, cause=exc) from None
-        ctx.metrics.device_calls.labels(device_id, "ok").inc()
-        return json_response({"result": result, "success": True})
+        return await caller.perform(
+            request, device_id, body.method, body.args, body.kwargs, body.timeout
+        )
 
     @router.get("/devices/{device_id}/error", responses=_errors(404))
     async def get_error(request: Request, device_id: str) -> Response:
