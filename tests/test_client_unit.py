@@ -216,7 +216,7 @@ def test_http_errors_become_server_api_errors(status: int, kind: str) -> None:
     with recorder.api() as api, pytest.raises(ServerAPIError) as caught:
         api.get_device("laser1")
     exc = caught.value
-    assert type(exc) is ServerAPIError
+    assert type(exc) is (DeviceBusyError if status == 409 else ServerAPIError)
     assert exc.status_code == status
     assert exc.error["type"] == kind
     assert exc.error["context"] == {"device_id": "laser1"}
@@ -229,9 +229,10 @@ def test_http_errors_become_server_api_errors(status: int, kind: str) -> None:
     [
         error_body("DeviceBusy", "a call is still running"),
         error_body("DeviceOwnedError", "owned by task sweep", owner="sweep"),
+        error_body("TaskNotRunning", "task 't1' is not running (completed)"),
     ],
 )
-def test_409_for_busy_or_owned_device_is_device_busy_error(body: dict[str, Any]) -> None:
+def test_every_409_is_device_busy_error_with_the_reason_in_error_type(body: dict[str, Any]) -> None:
     recorder = Recorder({("POST", "/devices/laser1/call"): lambda r: json_response(409, body)})
     with recorder.api() as api, pytest.raises(DeviceBusyError) as caught:
         api.call_device_method("laser1", "set_power", [1.0])

@@ -33,10 +33,6 @@ BUILTIN_ERRORS: dict[str, type[Exception]] = {
     "DeviceTimeoutError": TimeoutError,
 }
 
-# 409 answers that mean "someone else holds this device right now".
-_BUSY_TYPES = frozenset({"DeviceBusy", "DeviceBusyError", "DeviceOwned", "DeviceOwnedError"})
-
-
 def _error_object(response: httpx.Response) -> dict[str, Any] | None:
     try:
         body = decode_json(response.content)
@@ -62,15 +58,9 @@ def error_from_response(response: httpx.Response) -> ServerAPIError:
     except RuntimeError:
         where = ""
     message = f"HTTP {status}{where}: {detail}"
-    if status == 409 and error is not None and _is_busy(error):
+    if status == 409:  # a conflict: owned, busy, already exists or not running (see error.type)
         return DeviceBusyError(message, status_code=status, error=error)
     return ServerAPIError(message, status_code=status, error=error)
-
-
-def _is_busy(error: dict[str, Any]) -> bool:
-    context = error.get("context")
-    owned = isinstance(context, dict) and bool(context.get("owner") or context.get("owned_by"))
-    return error.get("type") in _BUSY_TYPES or owned
 
 
 def connection_error(base_url: str, exc: httpx.TransportError) -> ServerConnectionError:
