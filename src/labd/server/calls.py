@@ -78,12 +78,7 @@ class DeviceCaller:
     ) -> Response:
         """Check the method, role, ownership and arguments, then call on the device's thread."""
         ctx = self.ctx
-        try:
-            record = ctx.daemon.device_record(device_id)
-        except ValueError as exc:
-            raise ApiError(
-                404, str(exc), type_name=type(exc).__name__, context={"device_id": device_id}
-            ) from None
+        record = ctx.device(device_id)
         context = {"device_id": device_id, "method": method}
         original = record.methods.get(method)
         if method.startswith("_") or original is None:

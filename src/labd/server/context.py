@@ -9,11 +9,13 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
-from labd.daemon import LabDaemon
+from labd.daemon import DeviceRecord, LabDaemon
 from labd.server.auth import Auth
 from labd.server.bridge import Bridge
 from labd.server.errors import ApiError
 from labd.server.metrics import Metrics
+from labd.streams import DeviceStream
+from labd.tasks import TaskHandle
 from labd.wire import encode_json
 
 __all__ = ["ServerContext", "json_response"]
@@ -50,6 +52,36 @@ class ServerContext:
 
     def is_closing(self) -> bool:
         return self.closing
+
+    def device(self, device_id: str) -> DeviceRecord:
+        """The device's record, or 404 naming the id."""
+        try:
+            return self.daemon.device_record(device_id)
+        except ValueError as exc:
+            raise ApiError(
+                404, str(exc), type_name=type(exc).__name__, context={"device_id": device_id}
+            ) from None
+
+    def stream_of(self, record: DeviceRecord) -> DeviceStream:
+        """The device's stream, or 400 when the device cannot stream."""
+        stream = record.stream
+        if stream is None or not stream.can_stream:
+            raise ApiError(
+                400,
+                f"device {record.device_id!r} cannot stream",
+                type_name="DeviceError",
+                context={"device_id": record.device_id},
+            )
+        return stream
+
+    def task(self, task_id: str) -> TaskHandle:
+        """The task's handle, or 404 naming the id."""
+        try:
+            return self.daemon.get_task(task_id)
+        except ValueError as exc:
+            raise ApiError(
+                404, str(exc), type_name=type(exc).__name__, context={"task_id": task_id}
+            ) from None
 
 
 def json_response(body: Any, status: int = 200) -> Response:

@@ -32,13 +32,7 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
     router = APIRouter(tags=["devices"])
     daemon = ctx.daemon
 
-    def record_of(device_id: str) -> Any:
-        try:
-            return daemon.device_record(device_id)
-        except ValueError as exc:
-            raise ApiError(
-                404, str(exc), type_name=type(exc).__name__, context={"device_id": device_id}
-            ) from None
+    record_of = ctx.device
 
     async def device_action(device_id: str, action: str, func: Any, *args: Any) -> None:
         record = record_of(device_id)
@@ -162,14 +156,7 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
         ctx.require(request, "operator")
         record = record_of(device_id)
         ctx.ensure_not_owned(device_id, "start streaming")
-        stream = record.stream
-        if stream is None or not stream.can_stream:
-            raise ApiError(
-                400,
-                f"device {device_id!r} cannot stream",
-                type_name="DeviceError",
-                context={"device_id": device_id},
-            )
+        stream = ctx.stream_of(record)
         kwargs = body.kwargs if body is not None else {}
         try:
             await ctx.bridge.call(
@@ -190,14 +177,7 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
         ctx.require(request, "operator")
         record = record_of(device_id)
         ctx.ensure_not_owned(device_id, "stop streaming")
-        stream = record.stream
-        if stream is None or not stream.can_stream:
-            raise ApiError(
-                400,
-                f"device {device_id!r} cannot stream",
-                type_name="DeviceError",
-                context={"device_id": device_id},
-            )
+        stream = ctx.stream_of(record)
         await ctx.bridge.run(stream.stop, min(ctx.call_timeout, 10.0))
         return json_response(daemon.device_info(device_id))
 

@@ -30,20 +30,8 @@ def stream_routes(ctx: ServerContext) -> APIRouter:
     @router.get("/stream/devices/{device_id}", responses=_SSE_DOC, response_class=Response)
     async def device_stream(request: Request, device_id: str) -> Response:
         ctx.require(request, "viewer")
-        try:
-            record = daemon.device_record(device_id)
-        except ValueError as exc:
-            raise ApiError(
-                404, str(exc), type_name=type(exc).__name__, context={"device_id": device_id}
-            ) from None
-        stream = record.stream
-        if stream is None or not stream.can_stream:
-            raise ApiError(
-                400,
-                f"device {device_id!r} cannot stream",
-                type_name="DeviceError",
-                context={"device_id": device_id},
-            )
+        record = ctx.device(device_id)
+        stream = ctx.stream_of(record)
         daemon.streams.enable_history()
         ring = stream.ring
         assert ring is not None
@@ -99,12 +87,7 @@ def stream_routes(ctx: ServerContext) -> APIRouter:
     @router.get("/stream/tasks/{task_id}", responses=_SSE_DOC, response_class=Response)
     async def task_stream(request: Request, task_id: str) -> Response:
         ctx.require(request, "viewer")
-        try:
-            handle = daemon.get_task(task_id)
-        except ValueError as exc:
-            raise ApiError(
-                404, str(exc), type_name=type(exc).__name__, context={"task_id": task_id}
-            ) from None
+        handle = ctx.task(task_id)
         ring = handle.events
 
         def done(cursor: int) -> bool:

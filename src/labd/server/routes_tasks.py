@@ -22,7 +22,6 @@ from labd.server.models import (
     TaskListModel,
     TaskTypeListModel,
 )
-from labd.tasks import TaskHandle
 
 __all__ = ["task_routes"]
 
@@ -46,13 +45,7 @@ def task_routes(ctx: ServerContext) -> APIRouter:
     router = APIRouter(tags=["tasks"])
     daemon = ctx.daemon
 
-    def handle_of(task_id: str) -> TaskHandle:
-        try:
-            return daemon.get_task(task_id)
-        except ValueError as exc:
-            raise ApiError(
-                404, str(exc), type_name=type(exc).__name__, context={"task_id": task_id}
-            ) from None
+    handle_of = ctx.task
 
     def control(task_id: str, action: str) -> Response:
         handle = handle_of(task_id)
