@@ -17,7 +17,11 @@ EXPECTED: dict[str, list[str]] = {
     "quickstart.py": ["the meter reads", "daq1 streamed", "sweep completed", "at 1550.0 nm"],
     "task_progress.py": ["[watcher] countdown", "ended: completed", "result: lift-off"],
     "visa/visa_stream.py": ["dvm1: 1.234500 V", "streamed 5 values"],
-    "remote_task.py": ["remote devices: daq1", "ran here: 9 points", "ran on the server: completed"],
+    "remote_task.py": [
+        "remote devices: daq1",
+        "ran here: 9 points",
+        "ran on the server: completed",
+    ],
     "seed_rebuilt.py": [
         "ThreadSafeStreamingDevice: ",
         "RateLimitedStreamingDevice: ",

@@ -188,6 +188,9 @@ def test_rebuilt_visa_reports_a_lost_instrument(daemon: ld.LabDaemon, sim_visa: 
     error = daemon.get_last_error("dvm1")
     assert error is not None
     assert error["origin"] == "device"
+    # The stop reason, not just the last failure, is in the daemon's error records.
+    assert error["type"] == "ErrorBudgetExhausted"
+    assert "3 consecutive failures" in error["message"]
 
 
 def test_rebuilt_robust_with_plain_function_gives_up(caplog: pytest.LogCaptureFixture) -> None:
@@ -209,8 +212,11 @@ def test_rebuilt_robust_reports_errors_through_the_callback() -> None:
     device.start_streaming(callback)
     assert callback.ended.wait(10.0)
     assert wait_until(lambda: not device.is_streaming())
-    assert len(callback.errors) == 10
-    assert all(isinstance(e, ValueError) for e in callback.errors)
+    assert wait_until(lambda: len(callback.errors) == 11)
+    failures, reason = callback.errors[:10], callback.errors[10]
+    assert all(isinstance(e, ValueError) for e in failures)
+    assert isinstance(reason, ld.exceptions.ErrorBudgetExhausted)
+    assert "10 consecutive failures" in str(reason)
     device.stop_streaming(timeout=5.0)
 
 

@@ -631,3 +631,29 @@ def test_budget_rejects_bad_limits() -> None:
     for limit in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="limit"):
             ErrorBudget(limit)  # type: ignore[arg-type]
+
+
+def test_an_exhausted_budget_tells_on_error_why_the_loop_stopped() -> None:
+    from labd.exceptions import ErrorBudgetExhausted
+
+    seen: list[Exception] = []
+
+    def acquire() -> float:
+        raise OSError("instrument gone")
+
+    loop = RateLimitedLoop(
+        acquire,
+        lambda _: None,
+        500.0,
+        name="why",
+        error_budget=ErrorBudget(4),
+        on_error=seen.append,
+    )
+    loop.start()
+    assert wait_until(lambda: not loop.is_running())
+    assert loop.stopped_reason == "error_budget"
+    assert [type(e) for e in seen] == [OSError] * 4 + [ErrorBudgetExhausted]
+    reason = seen[-1]
+    assert "4 consecutive failures" in str(reason)
+    assert "OSError: instrument gone" in str(reason)
+    assert reason.__cause__ is seen[-2]

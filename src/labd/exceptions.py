@@ -7,6 +7,7 @@
     │   ├── DeviceTimeoutError         a device call outlived its timeout
     │   ├── DeviceConfigurationError
     │   ├── DeviceOperationError
+    │   │   └── ErrorBudgetExhausted   a stream gave up after N failures in a row
     │   └── DeviceOwnedError           a task holds the device
     ├── TaskError
     │   ├── TaskCancelledError         .result keeps what the task returned
@@ -37,6 +38,7 @@ __all__ = [
     "DeviceTimeoutError",
     "DuplicateDeviceError",
     "DuplicateTaskError",
+    "ErrorBudgetExhausted",
     "LabDaemonException",
     "PluginConflictError",
     "ServerAPIError",
@@ -77,6 +79,10 @@ class DeviceConfigurationError(DeviceError):
 
 class DeviceOperationError(DeviceError):
     """A device operation failed."""
+
+
+class ErrorBudgetExhausted(DeviceOperationError):
+    """A streaming loop stopped after too many consecutive failures; the last one is chained."""
 
 
 class DeviceOwnedError(DeviceError):

@@ -48,6 +48,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
 
+from labd.exceptions import ErrorBudgetExhausted
+
 __all__ = ["BackpressureQueue", "ErrorBudget", "RateLimitedLoop", "StopReason"]
 
 logger = logging.getLogger(__name__)
@@ -175,7 +177,10 @@ class RateLimitedLoop:
     An exception from ``acquire``, ``emit`` or ``on_tick``:
 
     - goes to ``on_error(exc)`` when given (not logged), and is recorded in
-      ``error_budget`` when given; the loop stops once the budget is exhausted;
+      ``error_budget`` when given; the loop stops once the budget is exhausted, and
+      ``on_error`` then receives an :class:`~labd.exceptions.ErrorBudgetExhausted`
+      that says why (the last failure chained), so ``on_error=callback.error`` leaves
+      the reason in the daemon's error records;
     - with neither, is logged and stops the loop.
 
     If ``on_error`` itself raises, that is logged and the loop stops. ``stop()`` may be
@@ -361,12 +366,19 @@ class RateLimitedLoop:
         budget = self._budget
         if budget is not None:
             if budget.record_failure(exc):
-                logger.error(
-                    "%r: error budget exhausted after %d consecutive failures; stopping",
-                    self,
-                    budget.consecutive_failures,
-                    exc_info=exc if self._on_error is None else None,
+                reason = ErrorBudgetExhausted(
+                    f"stopped after {budget.consecutive_failures} consecutive failures;"
+                    f" last: {type(exc).__name__}: {exc}"
                 )
+                reason.__cause__ = exc
+                if self._on_error is not None:
+                    # The reason for stopping, as the last thing the owner hears.
+                    try:
+                        self._on_error(reason)
+                    except Exception:
+                        logger.exception("on_error hook of %r raised", self)
+                else:
+                    logger.error("%r: %s", self, reason, exc_info=exc)
                 self._finish(stop, "error_budget")
                 return False
             if self._on_error is None:
