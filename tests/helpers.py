@@ -19,6 +19,10 @@ def wait_until(
     return bool(predicate())
 
 
-def labd_threads() -> list[threading.Thread]:
-    """Live threads whose name starts with ``labd-``."""
-    return [t for t in threading.enumerate() if t.name.startswith("labd-") and t.is_alive()]
+def labd_threads(containing: str = "") -> list[threading.Thread]:
+    """Live threads whose name starts with ``labd-`` (and contains ``containing``)."""
+    return [
+        t
+        for t in threading.enumerate()
+        if t.name.startswith("labd-") and containing in t.name and t.is_alive()
+    ]

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from helpers import wait_until
+
 pytest.importorskip("uvicorn")
 
 from labd import LabDaemon, TaskCancelledError
@@ -21,14 +23,6 @@ from labd.client import (
 from labd.patterns import ensure_device, ensure_server
 from labd.server import LabDaemonServer
 from labd.sim import PowerMeter, TunableLaser, WavelengthSweep
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 class Counter:
@@ -122,13 +116,13 @@ def lab() -> Iterator[tuple[LabDaemon, str]]:
     daemon.add_device("counter", "Counter")
     server = LabDaemonServer(daemon, port=0)
     server.start()
-    wait_until(lambda: not server.url.endswith(":0"), timeout=10.0)
+    assert wait_until(lambda: not server.url.endswith(":0"), timeout=10.0)
     try:
         yield daemon, server.url
     finally:
         server.stop()
         daemon.shutdown()
-        wait_until(lambda: not sse_threads(), timeout=10.0)
+        assert wait_until(lambda: not sse_threads(), timeout=10.0)
 
 
 @pytest.fixture
@@ -177,7 +171,7 @@ def test_proxy_streaming_delivers_payloads_in_order(api: ServerAPI) -> None:
     counter = api.device("counter")
     received: list[int] = []
     subscription = counter.start_streaming(received.append, rate_hz=200.0)
-    wait_until(lambda: len(received) >= 40)
+    assert wait_until(lambda: len(received) >= 40)
     assert counter.is_streaming()
     counter.stop_streaming(timeout=5.0)
     assert not counter.is_streaming()
@@ -200,7 +194,7 @@ def test_event_stream_reports_state_changes(api: ServerAPI) -> None:
     client = SSEClient(api.base_url, on_event=on_event)
     client.start_event_stream()
     try:
-        wait_until(lambda: client.connections == 1)
+        assert wait_until(lambda: client.connections == 1)
         info = ensure_device(api, "meter2", "PowerMeter", averaging=2)
         assert info["connected"] is True
         assert seen.wait(15.0)
@@ -249,7 +243,7 @@ def test_stream_of_a_device_that_cannot_stream_is_refused_at_once(api: ServerAPI
 def test_stop_stream_returns_within_its_timeout_on_an_idle_stream(api: ServerAPI) -> None:
     client = SSEClient(api.base_url, read_timeout=60.0)
     client.start_event_stream()
-    wait_until(lambda: client.connections == 1)
+    assert wait_until(lambda: client.connections == 1)
     started = time.monotonic()
     client.stop_stream(timeout=3.0)
     assert time.monotonic() - started < 3.0
@@ -310,7 +304,7 @@ def test_tokens_travel_in_the_header_and_refusals_are_reported(
     daemon, _ = lab
     server = LabDaemonServer(daemon, port=0, tokens={"view-t": "viewer", "op-t": "operator"})
     server.start()
-    wait_until(lambda: not server.url.endswith(":0"), timeout=10.0)
+    assert wait_until(lambda: not server.url.endswith(":0"), timeout=10.0)
     try:
         assert ensure_server(server.url, timeout=5.0) is True  # /health needs no token
         with ServerAPI(server.url) as anonymous, pytest.raises(ServerAPIError) as caught:

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from helpers import wait_until
 from labd.client import (
     Backoff,
     DeviceBusyError,
@@ -27,14 +28,6 @@ from labd.wire import decode_json, encode_json
 BASE = "http://labd.test"
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
-
-
 def sse_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("labd-sse-client")]
 
@@ -42,7 +35,7 @@ def sse_threads() -> list[threading.Thread]:
 @pytest.fixture(autouse=True)
 def _no_leaked_sse_threads() -> Iterator[None]:
     yield
-    wait_until(lambda: not sse_threads(), timeout=10.0)
+    assert wait_until(lambda: not sse_threads(), timeout=10.0)
 
 
 def error_body(kind: str, message: str, **context: Any) -> dict[str, Any]:
@@ -562,7 +555,7 @@ def test_callback_form_reports_4xx_to_on_error_and_stops() -> None:
     )
     client.start_device_stream("x")
     assert failed.wait(10)
-    wait_until(lambda: not client.is_running())
+    assert wait_until(lambda: not client.is_running())
     assert isinstance(errors[0], ServerAPIError) and errors[0].status_code == 404
     assert names == ["labd-sse-client-device-x"]
     client.stop_stream()
@@ -639,7 +632,7 @@ def test_stop_stream_returns_promptly_while_the_connection_is_idle(
 ) -> None:
     client = SSEClient(idle_server.url, read_timeout=60.0)
     client.start_device_stream("daq")
-    wait_until(lambda: idle_server.connections)
+    assert wait_until(lambda: idle_server.connections)
     started = time.monotonic()
     client.stop_stream(timeout=5.0)
     assert time.monotonic() - started < 5.0
@@ -651,7 +644,7 @@ def test_iterator_closed_from_another_thread_while_blocked(idle_server: IdleSSES
     result: list[Any] = []
     reader = threading.Thread(target=lambda: result.append(list(stream)), name="test-reader")
     reader.start()
-    wait_until(lambda: idle_server.connections)
+    assert wait_until(lambda: idle_server.connections)
     stream.close()
     reader.join(5)
     assert not reader.is_alive()

@@ -5,25 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from helpers import labd_threads, wait_until
 from labd.streaming import BackpressureQueue, ErrorBudget, RateLimitedLoop
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.002)
-    return predicate()
-
-
-def labd_threads(name: str = "") -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("labd-") and name in t.name]
 
 
 def work_for(seconds: float) -> None:
