@@ -1051,6 +1051,7 @@ function setupTaskForm() {
         out.className = "result ok";
         out.textContent = `started ${data.task_id}`;
         refreshTask(data.task_id);
+        for (const id of data.device_ids || []) refreshDevice(id); // now owned by the task
         if ($("task-id").dataset.auto === "1") renderTaskParams();
       })
       .catch((err) => {
@@ -1131,9 +1132,15 @@ function handleEvent(type, data) {
   }
   if (type === "task_started" || type === "task_finished") {
     // Claiming and releasing devices changes their owner without a device event.
+    // task_started names the devices; for task_finished the task's card knows them.
+    const known = tasks.get(taskId);
+    const claimed = data.device_ids || (known && known.info.device_ids) || [];
+    for (const id of claimed) refreshDevice(id);
     Promise.resolve(refreshTask(taskId)).then(() => {
       const card = tasks.get(taskId);
-      for (const id of (card && card.info.device_ids) || []) refreshDevice(id);
+      for (const id of (card && card.info.device_ids) || []) {
+        if (!claimed.includes(id)) refreshDevice(id);
+      }
     });
     if (type === "task_started") return;
   }
