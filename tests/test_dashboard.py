@@ -13,6 +13,8 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
+    if os.environ.get("CI"):  # CI installs Chromium: a missing browser is a failure there
+        raise RuntimeError("CI must install Chromium at /usr/bin/chromium (see .ci/run)")
     pytest.skip("the dashboard tests need Chromium at /usr/bin/chromium", allow_module_level=True)
 
 from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
