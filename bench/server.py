@@ -116,6 +116,24 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": reply})
 
 
+def _loop_name() -> str:
+    """The loop uvicorn picks with loop="auto" (both servers use it)."""
+    factory = uvicorn.Config(bare_app).get_loop_factory()
+    loop = factory() if factory is not None else asyncio.new_event_loop()
+    try:
+        return type(loop).__module__.split(".")[0]
+    finally:
+        loop.close()
+
+
+def _http_name() -> str:
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "h11"
+    return "httptools"
+
+
 class BareServer:
     def __init__(self) -> None:
         config = uvicorn.Config(
@@ -449,7 +467,7 @@ def main() -> None:
     print(
         f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs,"
         f" {platform.system()} {platform.release()}; Python {sys.version.split()[0]};"
-        f" uvicorn {uvicorn.__version__}; loop {asyncio.get_event_loop_policy().__class__.__name__}"
+        f" uvicorn {uvicorn.__version__}; loop {_loop_name()}; http {_http_name()}"
     )
     print(f"TCP_NODELAY on accepted server connections: {nodelay}")
     width = max(len(r[0]) for r in rows)

@@ -154,7 +154,9 @@ class LabDaemonServer:
     def _serve(self) -> None:
         assert self._server is not None
         try:
-            asyncio.run(self._main())
+            # uvicorn's choice of loop: uvloop when installed (labd[server] installs it).
+            with asyncio.Runner(loop_factory=self._config.get_loop_factory()) as runner:
+                runner.run(self._main())
         except SystemExit as exc:  # uvicorn exits when it cannot bind
             self._failure = OSError(
                 f"cannot listen on {self.host}:{self.port} (address in use or not available)"
