@@ -228,6 +228,38 @@ def test_history_ring_one_frame_per_datum_and_stream_end(
     assert other is not None and daemon.streams.get("later").ring is not None
 
 
+def test_stream_end_is_the_last_event_of_its_run_even_mid_datum(
+    daemon: ld.LabDaemon, manual: Any
+) -> None:
+    """A datum being appended while the stream stops still lands before stream_end."""
+    daemon.streams.enable_history()
+    ring = daemon.streams.get("m").ring
+    assert ring is not None
+    daemon.start_streaming("m", Collector())
+    inside, release = threading.Event(), threading.Event()
+    real_append = ring.append
+
+    def held_append(event: Any) -> int:
+        if event.kind == "device_data":
+            inside.set()
+            assert release.wait(10)
+        return real_append(event)
+
+    ring.append = held_append  # type: ignore[method-assign]
+    emitter = threading.Thread(target=manual.callback, args=("late",), name="test-emitter")
+    emitter.start()
+    assert inside.wait(10)  # the emitter is inside the hub, appending its datum
+    stopper = threading.Thread(target=daemon.stop_streaming, args=("m", 5.0), name="test-stop")
+    stopper.start()
+    # The stop must not put stream_end ahead of the datum being appended.
+    assert not wait_until(lambda: ring.head > 0, timeout=0.5)
+    release.set()
+    emitter.join(10)
+    stopper.join(10)
+    ring.append = real_append  # type: ignore[method-assign]
+    assert [e.kind for e in ring.snapshot()] == ["device_data", "stream_end"]
+
+
 # -- callbacks ------------------------------------------------------------------------------------
 
 

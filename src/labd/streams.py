@@ -349,6 +349,8 @@ class DeviceStream:
             self._emit_threads = self._emit_threads | {thread}
         ring = self.ring
         with self._emit_lock:
+            if run != self._active_run:  # stopped meanwhile: stream_end must stay last
+                return
             seq = self._next_seq
             self._next_seq = seq + 1
             self.emitted += 1
@@ -423,20 +425,21 @@ class DeviceStream:
         self._ended(error)
 
     def _ended(self, error: BaseException | None) -> None:
+        # While "stopping" no new run can start, so the end is the run's last event.
+        run = self.run
+        if self.ring is not None:
+            body: dict[str, Any] = {"device_id": self.device_id, "run": run}
+            if error is not None:
+                body["error"] = error_object(error, "device")
+            frame = sse_frame("stream_end", encode_json(body))
+            with self._emit_lock:  # after any datum still being appended
+                self.ring.append(RingEvent("stream_end", frame, run=run))
         with self._cond:
-            run = self.run
             subs, self._subs = self._subs, ()
             self.explicit = False
             self._emit_threads = frozenset()
             self.state = "idle"
             self._cond.notify_all()
-        if self.ring is not None:
-            body: dict[str, Any] = {"device_id": self.device_id, "run": run}
-            if error is not None:
-                body["error"] = error_object(error, "device")
-            self.ring.append(
-                RingEvent("stream_end", sse_frame("stream_end", encode_json(body)), run=run)
-            )
         for sub in subs:
             sub._finish(error)
         self.hub._stream_stopped(self)
