@@ -28,7 +28,11 @@ def main():
 
             # 1. The task class runs here; every device call goes to the server.
             result = remote.run_task(
-                WavelengthSweep, "sweep-here", start_nm=1549.0, stop_nm=1551.0, step_nm=0.25,
+                WavelengthSweep,
+                "sweep-here",
+                start_nm=1549.0,
+                stop_nm=1551.0,
+                step_nm=0.25,
                 dwell_s=0.001,
             )
             dip = min(result["transmission"])
@@ -36,7 +40,7 @@ def main():
 
             # 2. Or the server runs a registered task type, and we follow its handle.
             handle = remote.execute_task(
-                "sweep-there", "sweep", start_nm=1549.0, stop_nm=1551.0, step_nm=0.25, dwell_s=0.00101
+                "sweep-there", "sweep", start_nm=1549.0, stop_nm=1551.0, step_nm=0.25, dwell_s=0.001
             )
             result = handle.wait(timeout=30)
             print(f"ran on the server: {handle.status}, {len(result['power_mw'])} points")
