@@ -468,3 +468,20 @@ def test_setup_demo(daemon: ld.LabDaemon, bench_name: str) -> None:
     result = handle.wait(timeout=30.0)
     assert result["wavelength_nm"] == [1549.5, 1550.0, 1550.5]
     assert result["transmission"][1] == pytest.approx(0.3, abs=0.02)
+
+
+def test_a_second_start_is_refused_and_leaves_the_running_stream_alone() -> None:
+    """Used without labd (whose hub never starts a device twice), the sim devices guard it."""
+    camera = Camera("cam-direct", fps=20.0, seed=1)
+    camera.connect()
+    frames: list[Any] = []
+    camera.start_streaming(frames.append)
+    try:
+        with pytest.raises(RuntimeError, match="camera 'cam-direct' is already streaming"):
+            camera.start_streaming(frames.append, fps=5.0)
+        assert camera.get_fps() == 20.0
+        assert camera.is_streaming()
+    finally:
+        camera.stop_streaming(timeout=5.0)
+        camera.disconnect()
+    assert not camera.is_streaming()

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from labd.exceptions import DeviceNotConnectedError
-from labd.streaming import RateLimitedLoop
+from labd.sim._stream import LoopStream
 
 __all__ = ["Camera"]
 
@@ -57,7 +57,7 @@ class Camera:
         self._frame_lock = threading.Lock()
         self._frame_index = 0
         self._connected = False
-        self._loop: RateLimitedLoop | None = None
+        self._stream = LoopStream(f"camera {device_id!r}")
 
     def connect(self) -> None:
         """Open the simulated camera."""
@@ -67,7 +67,7 @@ class Camera:
 
     def disconnect(self) -> None:
         """Stop streaming and close the camera; safe to call twice."""
-        self._stop_loop(timeout=2.0)
+        self._stream.stop(timeout=2.0)
         if self._connected:
             self._connected = False
             logger.info("%s disconnected", self.device_id)
@@ -102,22 +102,18 @@ class Camera:
     ) -> None:
         """Send frames to ``callback`` ``fps`` times a second (default: the configured fps)."""
         self._require_connected()
-        if self._loop is not None and self._loop.is_running():
-            raise RuntimeError(f"camera {self.device_id!r} is already streaming")
+        self._stream.check_idle()
         if fps is not None:
             self._fps = self._checked_fps(fps)
-        loop = RateLimitedLoop(self._frame, callback, self._fps, name=self.device_id)
-        loop.start()
-        self._loop = loop
+        self._stream.start(self._frame, callback, self._fps, self.device_id)
 
     def stop_streaming(self, timeout: float | None = None) -> None:
         """Stop the stream; does nothing when not streaming."""
-        self._stop_loop(timeout)
+        self._stream.stop(timeout)
 
     def is_streaming(self) -> bool:
         """Whether the stream is running."""
-        loop = self._loop
-        return loop is not None and loop.is_running()
+        return self._stream.running()
 
     def _frame(self) -> npt.NDArray[np.uint16]:
         with self._frame_lock:
@@ -135,11 +131,6 @@ class Camera:
         sigma = np.sqrt(signal + _READ_NOISE * _READ_NOISE)
         noise = sigma * self._rng.standard_normal(signal.shape)
         return np.clip(signal + noise, 0.0, _FULL_SCALE).astype(np.uint16)
-
-    def _stop_loop(self, timeout: float | None) -> None:
-        loop = self._loop
-        if loop is not None:
-            loop.stop(timeout)
 
     def _require_connected(self) -> None:
         if not self._connected:

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from labd.exceptions import DeviceNotConnectedError
-from labd.streaming import RateLimitedLoop
+from labd.sim._stream import LoopStream
 
 __all__ = ["StreamingDAQ"]
 
@@ -64,7 +64,7 @@ class StreamingDAQ:
         self._clock_lock = threading.Lock()
         self._next_sample = 0
         self._connected = False
-        self._loop: RateLimitedLoop | None = None
+        self._stream = LoopStream(f"DAQ {device_id!r}")
 
     def connect(self) -> None:
         """Open the simulated acquisition card and restart its sample clock."""
@@ -76,7 +76,7 @@ class StreamingDAQ:
 
     def disconnect(self) -> None:
         """Stop streaming and close the card; safe to call twice."""
-        self._stop_loop(timeout=2.0)
+        self._stream.stop(timeout=2.0)
         if self._connected:
             self._connected = False
             logger.info("%s disconnected", self.device_id)
@@ -109,25 +109,19 @@ class StreamingDAQ:
     ) -> None:
         """Stream samples (or blocks) to ``callback``; ``rate_hz`` overrides the sample rate."""
         self._require_connected()
-        if self._loop is not None and self._loop.is_running():
-            raise RuntimeError(f"DAQ {self.device_id!r} is already streaming")
+        self._stream.check_idle()
         if rate_hz is not None:
             self._rate_hz = self._checked_rate(rate_hz)
         acquire = self._sample_one if self.block_size == 1 else self._sample_block
-        loop = RateLimitedLoop(
-            acquire, callback, self._rate_hz / self.block_size, name=self.device_id
-        )
-        loop.start()
-        self._loop = loop
+        self._stream.start(acquire, callback, self._rate_hz / self.block_size, self.device_id)
 
     def stop_streaming(self, timeout: float | None = None) -> None:
         """Stop the stream; does nothing when not streaming."""
-        self._stop_loop(timeout)
+        self._stream.stop(timeout)
 
     def is_streaming(self) -> bool:
         """Whether the stream is running."""
-        loop = self._loop
-        return loop is not None and loop.is_running()
+        return self._stream.running()
 
     def _sample_one(self) -> npt.NDArray[np.float64]:
         with self._clock_lock:
@@ -148,11 +142,6 @@ class StreamingDAQ:
         if self.noise:
             data += self.noise * self._rng.standard_normal(data.shape)
         return data
-
-    def _stop_loop(self, timeout: float | None) -> None:
-        loop = self._loop
-        if loop is not None:
-            loop.stop(timeout)
 
     def _require_connected(self) -> None:
         if not self._connected:

@@ -16,8 +16,8 @@ from collections.abc import Callable
 import numpy as np
 
 from labd.exceptions import DeviceNotConnectedError
+from labd.sim._stream import LoopStream
 from labd.sim.bench import OpticalBench, get_bench
-from labd.streaming import RateLimitedLoop
 
 __all__ = ["PowerMeter"]
 
@@ -43,7 +43,7 @@ class PowerMeter:
         self._averaging = self._checked_averaging(averaging)
         self._rng = np.random.default_rng(seed)
         self._bench: OpticalBench | None = None
-        self._loop: RateLimitedLoop | None = None
+        self._stream = LoopStream(f"power meter {device_id!r}")
 
     def connect(self) -> None:
         """Look up the bench; the meter then sees whatever light reaches it."""
@@ -53,7 +53,7 @@ class PowerMeter:
 
     def disconnect(self) -> None:
         """Stop streaming and let go of the bench; safe to call twice."""
-        self._stop_loop(timeout=2.0)
+        self._stream.stop(timeout=2.0)
         if self._bench is not None:
             self._bench = None
             logger.info("%s disconnected", self.device_id)
@@ -81,22 +81,17 @@ class PowerMeter:
     def start_streaming(self, callback: Callable[[float], object], rate_hz: float = 20.0) -> None:
         """Call ``callback(power_mw)`` ``rate_hz`` times a second from a device thread."""
         bench = self._connected_bench()
-        if self._loop is not None and self._loop.is_running():
-            raise RuntimeError(f"power meter {self.device_id!r} is already streaming")
         if not rate_hz > 0:
             raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
-        loop = RateLimitedLoop(lambda: self._measure(bench), callback, rate_hz, name=self.device_id)
-        loop.start()
-        self._loop = loop
+        self._stream.start(lambda: self._measure(bench), callback, rate_hz, self.device_id)
 
     def stop_streaming(self, timeout: float | None = None) -> None:
         """Stop the stream; does nothing when not streaming."""
-        self._stop_loop(timeout)
+        self._stream.stop(timeout)
 
     def is_streaming(self) -> bool:
         """Whether the stream is running."""
-        loop = self._loop
-        return loop is not None and loop.is_running()
+        return self._stream.running()
 
     def _measure(self, bench: OpticalBench) -> float:
         signal = bench.detected_power_mw()
@@ -104,11 +99,6 @@ class PowerMeter:
             return signal
         sigma = self.noise_mw / math.sqrt(self._averaging)
         return signal + float(self._rng.normal(0.0, sigma))
-
-    def _stop_loop(self, timeout: float | None) -> None:
-        loop = self._loop
-        if loop is not None:
-            loop.stop(timeout)
 
     def _connected_bench(self) -> OpticalBench:
         bench = self._bench
