@@ -753,19 +753,25 @@ def test_openapi_documents_requests_and_responses(lab: Served) -> None:
     assert body_ref("/devices/{device_id}/streaming/start").endswith("/StartStreamingRequest")
     assert body_ref("/tasks").endswith("/StartTaskRequest")
     assert body_ref("/tasks/{task_id}/parameters").endswith("/ParameterRequest")
-    assert response_ref("/devices", "get", "200").endswith("/DeviceListModel")
-    assert response_ref("/devices", "post", "201").endswith("/DeviceInfoModel")
-    assert response_ref("/devices/{device_id}/call", "post", "200").endswith("/CallResponse")
+    assert response_ref("/devices", "get", "200").endswith("/DeviceList")
+    assert response_ref("/devices", "post", "201").endswith("/DeviceInfo")
+    assert response_ref("/devices/{device_id}/call", "post", "200").endswith("/CallResult")
     assert response_ref("/devices/{device_id}/call", "post", "504").endswith("/ErrorBody")
-    assert response_ref("/devices/{device_id}/methods", "get", "200").endswith("/MethodListModel")
-    assert response_ref("/tasks", "post", "201").endswith("/StartTaskResponse")
-    assert response_ref("/tasks/{task_id}", "get", "200").endswith("/TaskInfoModel")
-    assert response_ref("/task-types", "get", "200").endswith("/TaskTypeListModel")
-    assert response_ref("/health", "get", "200").endswith("/HealthModel")
+    assert response_ref("/devices/{device_id}/methods", "get", "200").endswith("/MethodList")
+    assert response_ref("/tasks", "post", "201").endswith("/StartedTask")
+    assert response_ref("/tasks/{task_id}", "get", "200").endswith("/TaskInfo")
+    assert response_ref("/task-types", "get", "200").endswith("/TaskTypeList")
+    assert response_ref("/health", "get", "200").endswith("/Health")
     assert (
         "text/event-stream"
         in paths["/stream/devices/{device_id}"]["get"]["responses"]["200"]["content"]
     )
+    # Invalid bodies are answered 400 with the error body; no 422 is promised.
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            assert "422" not in operation["responses"], (method, path)
+    assert response_ref("/devices/{device_id}/call", "post", "400").endswith("/ErrorBody")
+    assert response_ref("/tasks/{task_id}/parameters", "post", "400").endswith("/ErrorBody")
     docs = lab.http.get("/docs")
     assert docs.status_code == 200 and "openapi.json" in docs.text
 

@@ -10,20 +10,33 @@ from __future__ import annotations
 
 import traceback as _traceback
 from datetime import UTC, datetime
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
 import orjson
+
+# pydantic (the server's OpenAPI description) needs this TypedDict before Python 3.12.
+from typing_extensions import TypedDict
 
 from labd.datafiles import json_default
 
 __all__ = [
+    "CallResult",
     "DeviceInfo",
+    "DeviceList",
+    "ErrorBody",
     "ErrorInfo",
+    "Health",
     "MethodInfo",
+    "MethodList",
     "Origin",
     "ParameterInfo",
+    "ParameterValue",
+    "StartedTask",
     "StreamEnvelope",
     "TaskInfo",
+    "TaskList",
+    "TaskTypeInfo",
+    "TaskTypeList",
     "decode_json",
     "encode_json",
     "encode_stream_envelope",
@@ -88,6 +101,55 @@ class TaskInfo(TypedDict):
     exception: ErrorInfo | None
     started_at: str | None
     finished_at: str | None
+
+
+class ErrorBody(TypedDict):
+    """Every HTTP error answer."""
+
+    error: ErrorInfo
+
+
+class Health(TypedDict):
+    status: str
+    timestamp: str
+
+
+class DeviceList(TypedDict):
+    devices: list[DeviceInfo]
+
+
+class MethodList(TypedDict):
+    methods: list[MethodInfo]
+
+
+class CallResult(TypedDict):
+    result: Any
+    success: bool
+
+
+class TaskList(TypedDict):
+    tasks: list[TaskInfo]
+
+
+class StartedTask(TypedDict):
+    task_id: str
+    device_ids: list[str]
+    status: str
+
+
+class TaskTypeInfo(TypedDict):
+    name: str
+    parameters: list[ParameterInfo]
+    doc: str | None
+
+
+class TaskTypeList(TypedDict):
+    task_types: list[TaskTypeInfo]
+
+
+class ParameterValue(TypedDict):
+    key: str
+    value: Any
 
 
 class StreamEnvelope(TypedDict):

@@ -27,11 +27,10 @@ from labd.server.errors import (
     error_response,
     install_error_handlers,
 )
-from labd.server.models import HealthModel
 from labd.server.routes_devices import device_routes
 from labd.server.routes_streams import stream_routes
 from labd.server.routes_tasks import task_routes
-from labd.wire import format_timestamp
+from labd.wire import Health, format_timestamp
 
 __all__ = ["STATIC_DIR", "LabdApp", "create_app"]
 
@@ -74,7 +73,7 @@ def create_app(
     for router in routers:
         app.include_router(router)
 
-    @app.get("/health", response_model=HealthModel, tags=["server"])
+    @app.get("/health", response_model=Health, tags=["server"])
     async def health() -> Response:
         return json_response({"status": "healthy", "timestamp": format_timestamp(time.time())})
 
@@ -104,10 +103,38 @@ def create_app(
         ctx.require(request, "viewer")
         return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    _describe_400_not_422(app)
+
     if static_dir is not None and static_dir.is_dir():
         _mount_dashboard(app, static_dir)
 
     return LabdApp(app, ctx, caller)
+
+
+def _describe_400_not_422(app: FastAPI) -> None:
+    """Invalid bodies are answered 400 with labd's error body: say so in the schema."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    responses = operation.get("responses", {})
+                    if responses.pop("422", None) is not None:
+                        responses.setdefault("400", _ERROR_RESPONSE)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+_ERROR_RESPONSE = {
+    "description": "Bad Request",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
 
 
 def _mount_dashboard(app: FastAPI, root: Path) -> None:

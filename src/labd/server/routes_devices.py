@@ -10,16 +10,8 @@ from fastapi.responses import Response
 from labd.server.calls import DeviceCaller
 from labd.server.context import ServerContext, json_response
 from labd.server.errors import ApiError, status_for
-from labd.server.models import (
-    AddDeviceRequest,
-    CallRequest,
-    CallResponse,
-    DeviceInfoModel,
-    DeviceListModel,
-    ErrorBody,
-    MethodListModel,
-    StartStreamingRequest,
-)
+from labd.server.models import AddDeviceRequest, CallRequest, StartStreamingRequest
+from labd.wire import CallResult, DeviceInfo, DeviceList, ErrorBody, MethodList
 
 __all__ = ["device_routes"]
 
@@ -42,7 +34,7 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
         except Exception as exc:
             raise _as_api_error(exc, {"device_id": device_id, "action": action}) from None
 
-    @router.get("/devices", response_model=DeviceListModel)
+    @router.get("/devices", response_model=DeviceList)
     async def list_devices(request: Request) -> Response:
         ctx.require(request, "viewer")
         infos = []
@@ -56,7 +48,7 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
     @router.post(
         "/devices",
         status_code=201,
-        response_model=DeviceInfoModel,
+        response_model=DeviceInfo,
         responses=_errors(400, 404, 409),
     )
     async def add_device(request: Request, body: AddDeviceRequest) -> Response:
@@ -74,15 +66,13 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
             raise _as_api_error(exc, {"device_id": body.device_id}, default=400) from None
         return json_response(daemon.device_info(body.device_id), 201)
 
-    @router.get("/devices/{device_id}", response_model=DeviceInfoModel, responses=_errors(404))
+    @router.get("/devices/{device_id}", response_model=DeviceInfo, responses=_errors(404))
     async def get_device(request: Request, device_id: str) -> Response:
         ctx.require(request, "viewer")
         record_of(device_id)
         return json_response(daemon.device_info(device_id))
 
-    @router.get(
-        "/devices/{device_id}/methods", response_model=MethodListModel, responses=_errors(404)
-    )
+    @router.get("/devices/{device_id}/methods", response_model=MethodList, responses=_errors(404))
     async def get_methods(request: Request, device_id: str) -> Response:
         ctx.require(request, "viewer")
         record_of(device_id)
@@ -90,7 +80,7 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
 
     @router.post(
         "/devices/{device_id}/connect",
-        response_model=DeviceInfoModel,
+        response_model=DeviceInfo,
         responses=_errors(404, 409, 500, 504),
     )
     async def connect(request: Request, device_id: str) -> Response:
@@ -100,7 +90,7 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
 
     @router.post(
         "/devices/{device_id}/disconnect",
-        response_model=DeviceInfoModel,
+        response_model=DeviceInfo,
         responses=_errors(404, 409, 500, 504),
     )
     async def disconnect(request: Request, device_id: str) -> Response:
@@ -116,7 +106,7 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
 
     @router.post(
         "/devices/{device_id}/call",
-        response_model=CallResponse,
+        response_model=CallResult,
         responses=_errors(400, 404, 409, 500, 504),
     )
     async def call(request: Request, device_id: str, body: CallRequest) -> Response:
@@ -147,7 +137,7 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
 
     @router.post(
         "/devices/{device_id}/streaming/start",
-        response_model=DeviceInfoModel,
+        response_model=DeviceInfo,
         responses=_errors(400, 404, 409, 500, 504),
     )
     async def start_streaming(
@@ -170,7 +160,7 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
 
     @router.post(
         "/devices/{device_id}/streaming/stop",
-        response_model=DeviceInfoModel,
+        response_model=DeviceInfo,
         responses=_errors(404, 409, 500),
     )
     async def stop_streaming(request: Request, device_id: str) -> Response:

@@ -12,8 +12,8 @@ from fastapi.responses import Response
 from labd.ring import RingEvent
 from labd.server.context import ServerContext
 from labd.server.errors import ApiError, status_for
-from labd.server.models import ErrorBody
 from labd.server.sse import SSEResponse, follow_ring
+from labd.wire import ErrorBody
 
 __all__ = ["stream_routes"]
 

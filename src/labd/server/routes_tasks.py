@@ -12,16 +12,8 @@ from labd.devices import describe_callable
 from labd.exceptions import TaskError
 from labd.server.context import ServerContext, json_response
 from labd.server.errors import ApiError, status_for
-from labd.server.models import (
-    ErrorBody,
-    ParameterRequest,
-    ParameterResponse,
-    StartTaskRequest,
-    StartTaskResponse,
-    TaskInfoModel,
-    TaskListModel,
-    TaskTypeListModel,
-)
+from labd.server.models import ParameterRequest, StartTaskRequest
+from labd.wire import ErrorBody, ParameterValue, StartedTask, TaskInfo, TaskList, TaskTypeList
 
 __all__ = ["task_routes"]
 
@@ -64,7 +56,7 @@ def task_routes(ctx: ServerContext) -> APIRouter:
             ) from None
         return json_response(handle.info())
 
-    @router.get("/task-types", response_model=TaskTypeListModel)
+    @router.get("/task-types", response_model=TaskTypeList)
     async def task_types(request: Request) -> Response:
         ctx.require(request, "viewer")
         types = daemon.task_types()
@@ -72,7 +64,7 @@ def task_routes(ctx: ServerContext) -> APIRouter:
             {"task_types": [describe_task_type(n, types[n]) for n in sorted(types)]}
         )
 
-    @router.get("/tasks", response_model=TaskListModel)
+    @router.get("/tasks", response_model=TaskList)
     async def list_tasks(request: Request) -> Response:
         ctx.require(request, "viewer")
         infos = []
@@ -86,7 +78,7 @@ def task_routes(ctx: ServerContext) -> APIRouter:
     @router.post(
         "/tasks",
         status_code=201,
-        response_model=StartTaskResponse,
+        response_model=StartedTask,
         responses=_errors(400, 404, 409),
     )
     async def start_task(request: Request, body: StartTaskRequest) -> Response:
@@ -112,34 +104,28 @@ def task_routes(ctx: ServerContext) -> APIRouter:
             {"task_id": handle.task_id, "device_ids": handle.device_ids, "status": "started"}, 201
         )
 
-    @router.get("/tasks/{task_id}", response_model=TaskInfoModel, responses=_errors(404))
+    @router.get("/tasks/{task_id}", response_model=TaskInfo, responses=_errors(404))
     async def get_task(request: Request, task_id: str) -> Response:
         ctx.require(request, "viewer")
         return json_response(handle_of(task_id).info())
 
-    @router.post(
-        "/tasks/{task_id}/cancel", response_model=TaskInfoModel, responses=_errors(404, 409)
-    )
+    @router.post("/tasks/{task_id}/cancel", response_model=TaskInfo, responses=_errors(404, 409))
     async def cancel(request: Request, task_id: str) -> Response:
         ctx.require(request, "operator")
         return control(task_id, "cancel")
 
-    @router.post(
-        "/tasks/{task_id}/pause", response_model=TaskInfoModel, responses=_errors(404, 409)
-    )
+    @router.post("/tasks/{task_id}/pause", response_model=TaskInfo, responses=_errors(404, 409))
     async def pause(request: Request, task_id: str) -> Response:
         ctx.require(request, "operator")
         return control(task_id, "pause")
 
-    @router.post(
-        "/tasks/{task_id}/resume", response_model=TaskInfoModel, responses=_errors(404, 409)
-    )
+    @router.post("/tasks/{task_id}/resume", response_model=TaskInfo, responses=_errors(404, 409))
     async def resume(request: Request, task_id: str) -> Response:
         ctx.require(request, "operator")
         return control(task_id, "resume")
 
     @router.post(
-        "/tasks/{task_id}/parameters", response_model=ParameterResponse, responses=_errors(400, 404)
+        "/tasks/{task_id}/parameters", response_model=ParameterValue, responses=_errors(400, 404)
     )
     async def set_parameter(request: Request, task_id: str, body: ParameterRequest) -> Response:
         ctx.require(request, "operator")
@@ -157,7 +143,7 @@ def task_routes(ctx: ServerContext) -> APIRouter:
 
     @router.get(
         "/tasks/{task_id}/parameters/{key}",
-        response_model=ParameterResponse,
+        response_model=ParameterValue,
         responses=_errors(400, 404),
     )
     async def get_parameter(request: Request, task_id: str, key: str) -> Response:
