@@ -23,13 +23,15 @@ from labd.exceptions import (
     UnknownTaskError,
     UnknownTaskTypeError,
 )
-from labd.wire import Origin, encode_json, error_object
+from labd.wire import ErrorBody, ErrorInfo, Origin, encode_json, error_object
 
 __all__ = [
     "ApiError",
     "api_error_response",
+    "documented_errors",
     "error_response",
     "install_error_handlers",
+    "recorded_error_response",
     "status_for",
 ]
 
@@ -98,6 +100,23 @@ def error_response(
         media_type="application/json",
         headers=headers,
     )
+
+
+def documented_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries: these statuses answer with the error body."""
+    return {code: {"model": ErrorBody} for code in codes}
+
+
+def recorded_error_response(error: ErrorInfo | None, kind: str, ident: str) -> Response:
+    """``GET /{kind}s/{id}/error``: the last error, or 404 when none is recorded."""
+    if error is None:
+        raise ApiError(
+            404,
+            f"no error recorded for {kind} {ident!r}",
+            type_name="NoErrorRecorded",
+            context={f"{kind}_id": ident},
+        )
+    return Response(encode_json({"error": error}, lenient=True), media_type="application/json")
 
 
 def api_error_response(exc: ApiError) -> Response:

@@ -9,15 +9,11 @@ from fastapi.responses import Response
 
 from labd.server.calls import DeviceCaller
 from labd.server.context import ServerContext, json_response
-from labd.server.errors import ApiError, status_for
+from labd.server.errors import ApiError, documented_errors, recorded_error_response, status_for
 from labd.server.models import AddDeviceRequest, CallRequest, StartStreamingRequest
-from labd.wire import CallResult, DeviceInfo, DeviceList, ErrorBody, MethodList
+from labd.wire import CallResult, DeviceInfo, DeviceList, MethodList
 
 __all__ = ["device_routes"]
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorBody} for code in codes}
 
 
 def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
@@ -49,7 +45,7 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
         "/devices",
         status_code=201,
         response_model=DeviceInfo,
-        responses=_errors(400, 404, 409),
+        responses=documented_errors(400, 404, 409),
     )
     async def add_device(request: Request, body: AddDeviceRequest) -> Response:
         ctx.require(request, "admin")
@@ -66,13 +62,15 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
             raise _as_api_error(exc, {"device_id": body.device_id}, default=400) from None
         return json_response(daemon.device_info(body.device_id), 201)
 
-    @router.get("/devices/{device_id}", response_model=DeviceInfo, responses=_errors(404))
+    @router.get("/devices/{device_id}", response_model=DeviceInfo, responses=documented_errors(404))
     async def get_device(request: Request, device_id: str) -> Response:
         ctx.require(request, "viewer")
         record_of(device_id)
         return json_response(daemon.device_info(device_id))
 
-    @router.get("/devices/{device_id}/methods", response_model=MethodList, responses=_errors(404))
+    @router.get(
+        "/devices/{device_id}/methods", response_model=MethodList, responses=documented_errors(404)
+    )
     async def get_methods(request: Request, device_id: str) -> Response:
         ctx.require(request, "viewer")
         record_of(device_id)
@@ -81,7 +79,7 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
     @router.post(
         "/devices/{device_id}/connect",
         response_model=DeviceInfo,
-        responses=_errors(404, 409, 500, 504),
+        responses=documented_errors(404, 409, 500, 504),
     )
     async def connect(request: Request, device_id: str) -> Response:
         ctx.require(request, "admin")
@@ -91,14 +89,14 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
     @router.post(
         "/devices/{device_id}/disconnect",
         response_model=DeviceInfo,
-        responses=_errors(404, 409, 500, 504),
+        responses=documented_errors(404, 409, 500, 504),
     )
     async def disconnect(request: Request, device_id: str) -> Response:
         ctx.require(request, "admin")
         await device_action(device_id, "disconnect", daemon.disconnect_device, ctx.call_timeout)
         return json_response(daemon.device_info(device_id))
 
-    @router.delete("/devices/{device_id}", status_code=204, responses=_errors(404, 409))
+    @router.delete("/devices/{device_id}", status_code=204, responses=documented_errors(404, 409))
     async def remove(request: Request, device_id: str) -> Response:
         ctx.require(request, "admin")
         await device_action(device_id, "remove", daemon.remove_device, ctx.call_timeout)
@@ -107,28 +105,20 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
     @router.post(
         "/devices/{device_id}/call",
         response_model=CallResult,
-        responses=_errors(400, 404, 409, 500, 504),
+        responses=documented_errors(400, 404, 409, 500, 504),
     )
     async def call(request: Request, device_id: str, body: CallRequest) -> Response:
         return await caller.perform(
             request, device_id, body.method, body.args, body.kwargs, body.timeout
         )
 
-    @router.get("/devices/{device_id}/error", responses=_errors(404))
+    @router.get("/devices/{device_id}/error", responses=documented_errors(404))
     async def get_error(request: Request, device_id: str) -> Response:
         ctx.require(request, "viewer")
         record_of(device_id)
-        error = daemon.get_last_error(device_id)
-        if error is None:
-            raise ApiError(
-                404,
-                f"no error recorded for device {device_id!r}",
-                type_name="NoErrorRecorded",
-                context={"device_id": device_id},
-            )
-        return json_response({"error": error})
+        return recorded_error_response(daemon.get_last_error(device_id), "device", device_id)
 
-    @router.delete("/devices/{device_id}/error", status_code=204, responses=_errors(404))
+    @router.delete("/devices/{device_id}/error", status_code=204, responses=documented_errors(404))
     async def clear_error(request: Request, device_id: str) -> Response:
         ctx.require(request, "operator")
         record_of(device_id)
@@ -138,7 +128,7 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
     @router.post(
         "/devices/{device_id}/streaming/start",
         response_model=DeviceInfo,
-        responses=_errors(400, 404, 409, 500, 504),
+        responses=documented_errors(400, 404, 409, 500, 504),
     )
     async def start_streaming(
         request: Request, device_id: str, body: StartStreamingRequest | None = None
@@ -161,7 +151,7 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
     @router.post(
         "/devices/{device_id}/streaming/stop",
         response_model=DeviceInfo,
-        responses=_errors(404, 409, 500),
+        responses=documented_errors(404, 409, 500),
     )
     async def stop_streaming(request: Request, device_id: str) -> Response:
         ctx.require(request, "operator")

@@ -11,15 +11,14 @@ from fastapi.responses import Response
 
 from labd.ring import RingEvent
 from labd.server.context import ServerContext
-from labd.server.errors import ApiError, status_for
+from labd.server.errors import ApiError, documented_errors, status_for
 from labd.server.sse import SSEResponse, follow_ring
-from labd.wire import ErrorBody
 
 __all__ = ["stream_routes"]
 
 _SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "server-sent events"},
-    404: {"model": ErrorBody},
+    **documented_errors(400, 401, 403, 404),
 }
 
 

@@ -11,15 +11,11 @@ from fastapi.responses import Response
 from labd.devices import describe_callable
 from labd.exceptions import TaskError
 from labd.server.context import ServerContext, json_response
-from labd.server.errors import ApiError, status_for
+from labd.server.errors import ApiError, documented_errors, recorded_error_response, status_for
 from labd.server.models import ParameterRequest, StartTaskRequest
-from labd.wire import ErrorBody, ParameterValue, StartedTask, TaskInfo, TaskList, TaskTypeList
+from labd.wire import ParameterValue, StartedTask, TaskInfo, TaskList, TaskTypeList
 
 __all__ = ["task_routes"]
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorBody} for code in codes}
 
 
 def describe_task_type(name: str, cls: type) -> dict[str, Any]:
@@ -79,7 +75,7 @@ def task_routes(ctx: ServerContext) -> APIRouter:
         "/tasks",
         status_code=201,
         response_model=StartedTask,
-        responses=_errors(400, 404, 409),
+        responses=documented_errors(400, 404, 409),
     )
     async def start_task(request: Request, body: StartTaskRequest) -> Response:
         ctx.require(request, "operator")
@@ -104,28 +100,36 @@ def task_routes(ctx: ServerContext) -> APIRouter:
             {"task_id": handle.task_id, "device_ids": handle.device_ids, "status": "started"}, 201
         )
 
-    @router.get("/tasks/{task_id}", response_model=TaskInfo, responses=_errors(404))
+    @router.get("/tasks/{task_id}", response_model=TaskInfo, responses=documented_errors(404))
     async def get_task(request: Request, task_id: str) -> Response:
         ctx.require(request, "viewer")
         return json_response(handle_of(task_id).info())
 
-    @router.post("/tasks/{task_id}/cancel", response_model=TaskInfo, responses=_errors(404, 409))
+    @router.post(
+        "/tasks/{task_id}/cancel", response_model=TaskInfo, responses=documented_errors(404, 409)
+    )
     async def cancel(request: Request, task_id: str) -> Response:
         ctx.require(request, "operator")
         return control(task_id, "cancel")
 
-    @router.post("/tasks/{task_id}/pause", response_model=TaskInfo, responses=_errors(404, 409))
+    @router.post(
+        "/tasks/{task_id}/pause", response_model=TaskInfo, responses=documented_errors(404, 409)
+    )
     async def pause(request: Request, task_id: str) -> Response:
         ctx.require(request, "operator")
         return control(task_id, "pause")
 
-    @router.post("/tasks/{task_id}/resume", response_model=TaskInfo, responses=_errors(404, 409))
+    @router.post(
+        "/tasks/{task_id}/resume", response_model=TaskInfo, responses=documented_errors(404, 409)
+    )
     async def resume(request: Request, task_id: str) -> Response:
         ctx.require(request, "operator")
         return control(task_id, "resume")
 
     @router.post(
-        "/tasks/{task_id}/parameters", response_model=ParameterValue, responses=_errors(400, 404)
+        "/tasks/{task_id}/parameters",
+        response_model=ParameterValue,
+        responses=documented_errors(400, 404),
     )
     async def set_parameter(request: Request, task_id: str, body: ParameterRequest) -> Response:
         ctx.require(request, "operator")
@@ -144,7 +148,7 @@ def task_routes(ctx: ServerContext) -> APIRouter:
     @router.get(
         "/tasks/{task_id}/parameters/{key}",
         response_model=ParameterValue,
-        responses=_errors(400, 404),
+        responses=documented_errors(400, 404),
     )
     async def get_parameter(request: Request, task_id: str, key: str) -> Response:
         ctx.require(request, "viewer")
@@ -164,21 +168,13 @@ def task_routes(ctx: ServerContext) -> APIRouter:
             ) from None
         return json_response({"key": key, "value": value})
 
-    @router.get("/tasks/{task_id}/error", responses=_errors(404))
+    @router.get("/tasks/{task_id}/error", responses=documented_errors(404))
     async def get_error(request: Request, task_id: str) -> Response:
         ctx.require(request, "viewer")
         handle_of(task_id)
-        error = daemon.get_task_error(task_id)
-        if error is None:
-            raise ApiError(
-                404,
-                f"no error recorded for task {task_id!r}",
-                type_name="NoErrorRecorded",
-                context={"task_id": task_id},
-            )
-        return json_response({"error": error})
+        return recorded_error_response(daemon.get_task_error(task_id), "task", task_id)
 
-    @router.delete("/tasks/{task_id}/error", status_code=204, responses=_errors(404))
+    @router.delete("/tasks/{task_id}/error", status_code=204, responses=documented_errors(404))
     async def clear_error(request: Request, task_id: str) -> Response:
         ctx.require(request, "operator")
         handle_of(task_id)
