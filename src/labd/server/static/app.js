@@ -506,20 +506,26 @@ function removeDevice(id) {
   $("devices-empty").hidden = devices.size > 0;
 }
 
-const fetchingDevices = new Set();
+// Fetch an item the page has no card for yet. Callers asking again while it is on its
+// way share the same fetch (and promise); a failure (gone again, not allowed) is left
+// for the next event or resync to settle.
+function fetchNew(inflight, id, path, add) {
+  let pending = inflight.get(id);
+  if (!pending) {
+    pending = api("GET", path)
+      .then(add, () => {})
+      .finally(() => inflight.delete(id));
+    inflight.set(id, pending);
+  }
+  return pending;
+}
 
-async function refreshDevice(id) {
+const fetchingDevices = new Map();
+
+function refreshDevice(id) {
   const card = devices.get(id);
   if (card) return card.refresh();
-  if (fetchingDevices.has(id)) return;
-  fetchingDevices.add(id);
-  try {
-    addOrUpdateDevice(await api("GET", `/devices/${encodeURIComponent(id)}`));
-  } catch (err) {
-    // gone again already, or not allowed: the next event or resync settles it
-  } finally {
-    fetchingDevices.delete(id);
-  }
+  return fetchNew(fetchingDevices, id, `/devices/${encodeURIComponent(id)}`, addOrUpdateDevice);
 }
 
 // ---------------------------------------------------------------------------
@@ -982,20 +988,12 @@ function removeTask(id) {
   $("tasks-empty").hidden = tasks.size > 0;
 }
 
-const fetchingTasks = new Set();
+const fetchingTasks = new Map();
 
-async function refreshTask(id) {
+function refreshTask(id) {
   const card = tasks.get(id);
   if (card) return card.refresh();
-  if (fetchingTasks.has(id)) return;
-  fetchingTasks.add(id);
-  try {
-    addOrUpdateTask(await api("GET", `/tasks/${encodeURIComponent(id)}`));
-  } catch (err) {
-    // forgotten already (completed_task_buffer) or not allowed
-  } finally {
-    fetchingTasks.delete(id);
-  }
+  return fetchNew(fetchingTasks, id, `/tasks/${encodeURIComponent(id)}`, addOrUpdateTask);
 }
 
 // The task start form, rebuilt when the chosen type changes.
