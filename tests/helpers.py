@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 def wait_until(
@@ -26,3 +27,17 @@ def labd_threads(containing: str = "") -> list[threading.Thread]:
         for t in threading.enumerate()
         if t.name.startswith("labd-") and containing in t.name and t.is_alive()
     ]
+
+
+class Collector:
+    """A stream subscriber that keeps what it gets and sets ``enough`` at ``n`` items."""
+
+    def __init__(self, n: int = 5) -> None:
+        self.items: list[Any] = []
+        self.n = n
+        self.enough = threading.Event()
+
+    def __call__(self, datum: Any) -> None:
+        self.items.append(datum)
+        if len(self.items) >= self.n:
+            self.enough.set()

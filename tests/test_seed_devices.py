@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import labd as ld
-from helpers import wait_until
+from helpers import Collector, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 VISA_YAML = EXAMPLES / "visa" / "sim_instrument.yaml"
@@ -39,20 +39,6 @@ STREAMERS: dict[str, dict[str, Any]] = {
     "RobustStreamingDevice": {},
     "BackpressureStreamingDevice": {"sample_rate": 50.0},
 }
-
-
-class Collector:
-    """A subscriber that keeps what it gets and signals when it has ``n`` items."""
-
-    def __init__(self, n: int = 5) -> None:
-        self.items: list[Any] = []
-        self.n = n
-        self.enough = threading.Event()
-
-    def __call__(self, datum: Any) -> None:
-        self.items.append(datum)
-        if len(self.items) >= self.n:
-            self.enough.set()
 
 
 class FailingHubLikeCallback:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import labd as ld
-from helpers import wait_until
+from helpers import Collector, wait_until
 from labd.sim import (
     Camera,
     OpticalBench,
@@ -27,20 +27,6 @@ from labd.sim import (
 )
 
 _bench_ids = itertools.count()
-
-
-class Collector:
-    """A stream subscriber that keeps what it gets and signals when it has ``n`` items."""
-
-    def __init__(self, n: int = 5) -> None:
-        self.items: list[Any] = []
-        self.n = n
-        self.enough = threading.Event()
-
-    def __call__(self, datum: Any) -> None:
-        self.items.append(datum)
-        if len(self.items) >= self.n:
-            self.enough.set()
 
 
 @pytest.fixture
