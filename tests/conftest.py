@@ -64,9 +64,7 @@ def _no_labd_threads_left(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
 
     def leaked() -> list[threading.Thread]:
-        return [
-            t for t in labd_threads() if t not in before and not _allowed(t.name, patterns)
-        ]
+        return [t for t in labd_threads() if t not in before and not _allowed(t.name, patterns)]
 
     if not wait_until(lambda: not leaked(), timeout=THREAD_EXIT_GRACE):
         names = sorted(t.name for t in leaked())

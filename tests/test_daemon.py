@@ -95,9 +95,7 @@ class Recorder:
         daemon.events.add_listener(self.events.append)
 
     def names(self, **match: Any) -> list[str]:
-        return [
-            e["event"] for e in self.events if all(e.get(k) == v for k, v in match.items())
-        ]
+        return [e["event"] for e in self.events if all(e.get(k) == v for k, v in match.items())]
 
 
 # -- plugins -------------------------------------------------------------------------------

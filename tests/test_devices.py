@@ -7,13 +7,14 @@ import inspect
 import threading
 import time
 import types
+from concurrent.futures import CancelledError
 from typing import Any, ClassVar
 
 import pytest
 
 import labd as ld
 from helpers import wait_until
-from labd.devices import CallWorker, DeviceBusy, describe_methods, instantiate, is_query
+from labd.devices import CallJob, CallWorker, DeviceBusy, describe_methods, instantiate, is_query
 
 # -- device_id injection -----------------------------------------------------------------
 
@@ -60,9 +61,7 @@ def test_device_id_not_passed_when_init_does_not_accept_it(daemon: ld.LabDaemon)
 
 
 @pytest.mark.parametrize("cls", [TakesId, TakesKwargs, TakesNeither, TakesIdAndKwargs])
-def test_explicit_equal_device_id_in_params_is_accepted(
-    daemon: ld.LabDaemon, cls: type
-) -> None:
+def test_explicit_equal_device_id_in_params_is_accepted(daemon: ld.LabDaemon, cls: type) -> None:
     dev = daemon.add_device("a", cls, device_id="a")
     assert dev.device_id == "a"
     if hasattr(dev, "given_id"):
@@ -317,12 +316,27 @@ def test_describe_methods_lists_public_methods_with_parameters(
     assert set_value["doc"] == "Set a value (returns it scaled)."
     assert set_value["returns"] == "float"
     assert set_value["parameters"] == [
-        {"name": "value", "kind": "positional_or_keyword", "required": True, "default": None,
-         "annotation": "float"},
-        {"name": "unit", "kind": "keyword_only", "required": False, "default": "V",
-         "annotation": "str"},
-        {"name": "scale", "kind": "keyword_only", "required": False, "default": 1,
-         "annotation": "int"},
+        {
+            "name": "value",
+            "kind": "positional_or_keyword",
+            "required": True,
+            "default": None,
+            "annotation": "float",
+        },
+        {
+            "name": "unit",
+            "kind": "keyword_only",
+            "required": False,
+            "default": "V",
+            "annotation": "str",
+        },
+        {
+            "name": "scale",
+            "kind": "keyword_only",
+            "required": False,
+            "default": 1,
+            "annotation": "int",
+        },
     ]
 
 
@@ -414,9 +428,64 @@ def test_call_worker_skips_a_call_whose_caller_gave_up_in_line() -> None:
         worker.abandon(second)  # still queued: dropped, not run
         assert not worker.hung
         release.set()
-        assert first.result(10) is True
+        assert worker.wait(first, 10) is True
         assert worker.call(5.0, lambda: ran.append("third")) is None
         assert ran == ["third"]
+    finally:
+        release.set()
+        assert worker.close(5.0)
+
+
+def test_call_worker_is_free_again_when_a_late_call_wakes_its_caller() -> None:
+    # The worker's own bookkeeping ends before the caller is woken: a callback of the
+    # late call finds the device free and can call it again at once.
+    worker = CallWorker("late")
+    release = threading.Event()
+    seen: list[Any] = []
+    try:
+        job = worker.submit(release.wait, 30)
+        with pytest.raises(ld.DeviceTimeoutError):
+            worker.wait(job, 0.05)
+        assert worker.hung
+        job.add_done_callback(lambda j: seen.append((worker.hung, j.result(), worker.submit(int))))
+        release.set()
+        assert wait_until(lambda: seen)
+        hung, result, again = seen[0]
+        assert hung is False and result is True
+        assert worker.wait(again, 10) == 0
+    finally:
+        release.set()
+        assert worker.close(5.0)
+
+
+def test_call_job_outcomes_and_callbacks() -> None:
+    worker = CallWorker("jobs")
+    release = threading.Event()
+    try:
+        blocker = worker.submit(release.wait, 30)
+        queued = worker.submit(lambda: "never")
+        assert not queued.done()
+        with pytest.raises(RuntimeError, match="not finished"):
+            queued.result()
+        calls: list[CallJob] = []
+        queued.add_done_callback(calls.append)
+        assert worker.abandon(queued) is True  # dropped in line
+        assert queued.done() and queued.dropped() and calls == [queued]
+        assert queued.exception() is None
+        with pytest.raises(CancelledError):
+            queued.result()
+        release.set()
+        assert worker.wait(blocker, 10) is True
+        assert worker.abandon(blocker) is False  # finished: nothing to give up
+        assert not worker.hung
+
+        failing = worker.submit({}.__getitem__, "missing")
+        with pytest.raises(KeyError):
+            worker.wait(failing, 10)
+        assert isinstance(failing.exception(), KeyError)
+        late: list[CallJob] = []
+        failing.add_done_callback(late.append)  # already done: runs at once
+        assert late == [failing]
     finally:
         release.set()
         assert worker.close(5.0)

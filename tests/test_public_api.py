@@ -49,8 +49,16 @@ def test_every_name_in_all_exists() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["labd.exceptions", "labd.ring", "labd.events", "labd.streams", "labd.devices",
-     "labd.tasks", "labd.daemon", "labd.wire"],
+    [
+        "labd.exceptions",
+        "labd.ring",
+        "labd.events",
+        "labd.streams",
+        "labd.devices",
+        "labd.tasks",
+        "labd.daemon",
+        "labd.wire",
+    ],
 )
 def test_core_modules_have_honest_all(module: str) -> None:
     mod = __import__(module, fromlist=["__all__"])
@@ -130,16 +138,32 @@ def test_lab_daemon_signatures_follow_spec() -> None:
     assert _params(d.stop_streaming)[-1] == ("timeout", "POSITIONAL_OR_KEYWORD", 1.0)
     assert _params(d.shutdown)[-1] == ("timeout", "POSITIONAL_OR_KEYWORD", 2.0)
     for name in (
-        "register_plugins", "get_device", "list_devices", "device_context", "task_context",
-        "get_task", "list_tasks", "start_streaming", "get_last_error", "clear_last_error",
+        "register_plugins",
+        "get_device",
+        "list_devices",
+        "device_context",
+        "task_context",
+        "get_task",
+        "list_tasks",
+        "start_streaming",
+        "get_last_error",
+        "clear_last_error",
     ):
         assert callable(getattr(d, name)), name
 
 
 def test_task_handle_and_subscription_surface() -> None:
     for name in (
-        "wait", "cancel", "is_running", "exception", "pause", "resume", "is_paused",
-        "set_parameter", "get_parameter", "status",
+        "wait",
+        "cancel",
+        "is_running",
+        "exception",
+        "pause",
+        "resume",
+        "is_paused",
+        "set_parameter",
+        "get_parameter",
+        "status",
     ):
         assert hasattr(ld.TaskHandle, name), name
     for name in ("close", "dropped", "delivered"):

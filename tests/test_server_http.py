@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -228,6 +229,36 @@ def test_call_results_and_errors(lab: Served) -> None:
     assert "bad value" in failed["message"]
     assert "ValueError" in failed["traceback"]
     assert failed["context"]["method"] == "fail"
+
+
+def test_argument_check_agrees_with_signature_bind() -> None:
+    # Plain positional methods are checked by counting; it must match bind() exactly.
+    from labd.server.calls import _Method
+
+    def plain(a: Any, b: Any = 1, c: Any = 2) -> None: ...
+    def none() -> None: ...
+    def star(a: Any, *rest: Any) -> None: ...
+    def keyword_only(a: Any, *, flag: bool = False) -> None: ...
+    def anything(*args: Any, **kwargs: Any) -> None: ...
+
+    for func in (plain, none, star, keyword_only, anything, print, len):
+        info = _Method(func.__name__, func)
+        for n in range(5):
+            for kwargs in ({}, {"a": 1}, {"b": 2}, {"flag": True}, {"zzz": 0}):
+                args = list(range(n))
+                try:
+                    inspect.signature(func).bind(*args, **kwargs)
+                    expected = None
+                except TypeError:
+                    expected = TypeError
+                except ValueError:
+                    expected = None  # no signature: nothing to check
+                try:
+                    info.check(args, kwargs)
+                    got = None
+                except TypeError:
+                    got = TypeError
+                assert got is expected, (func, args, kwargs)
 
 
 def test_device_error_records(lab: Served) -> None:

@@ -208,9 +208,7 @@ def test_sequences_are_unique_and_consecutive_across_emitting_threads(
     assert sorted(sequences) == list(range(2000))
 
 
-def test_history_ring_one_frame_per_datum_and_stream_end(
-    daemon: ld.LabDaemon, manual: Any
-) -> None:
+def test_history_ring_one_frame_per_datum_and_stream_end(daemon: ld.LabDaemon, manual: Any) -> None:
     assert daemon.streams.get("m").ring is None  # history is off by default
     daemon.streams.enable_history()
     ring = daemon.streams.get("m").ring
@@ -440,9 +438,7 @@ def test_stop_from_inside_a_callback_returns_at_once(
     assert daemon.device_info("m")["streaming"] is False
 
 
-def test_stream_that_ends_by_itself_ends_for_subscribers(
-    daemon: ld.LabDaemon, manual: Any
-) -> None:
+def test_stream_that_ends_by_itself_ends_for_subscribers(daemon: ld.LabDaemon, manual: Any) -> None:
     events: list[dict[str, Any]] = []
     daemon.events.add_listener(events.append)
     col = Collector()

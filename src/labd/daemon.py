@@ -9,11 +9,10 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any
 
-from labd.devices import CallWorker, describe_methods, instantiate, wrap_device
+from labd.devices import CallJob, CallWorker, describe_methods, instantiate, wrap_device
 from labd.events import EventBus
 from labd.exceptions import (
     DeviceConfigurationError,
@@ -209,11 +208,11 @@ class LabDaemon:
             if timeout is None:
                 connect()
             else:
-                future = record.worker.submit(connect)
+                job = record.worker.submit(connect)
                 try:
-                    record.worker.wait(future, timeout)
+                    record.worker.wait(job, timeout)
                 except DeviceTimeoutError:
-                    future.add_done_callback(functools.partial(self._undo_late_connect, record))
+                    job.add_done_callback(functools.partial(self._undo_late_connect, record))
                     raise
         except DeviceTimeoutError as exc:
             err = DeviceTimeoutError(
@@ -227,8 +226,8 @@ class LabDaemon:
                 f"device {record.device_id!r} failed to connect: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def _undo_late_connect(self, record: DeviceRecord, future: Future[Any]) -> None:
-        if future.cancelled() or future.exception() is not None:
+    def _undo_late_connect(self, record: DeviceRecord, job: CallJob) -> None:
+        if job.dropped() or job.exception() is not None:
             return
         log.warning("device %r connected after its timeout; disconnecting it", record.device_id)
         disconnect = getattr(record.device, "disconnect", None)
@@ -340,9 +339,7 @@ class LabDaemon:
     def resolve_method(record: DeviceRecord, method: str) -> Callable[..., Any]:
         """The callable for a public method of the device's class, or a ValueError naming it."""
         if not isinstance(method, str) or method.startswith("_") or method not in record.methods:
-            raise AttributeError(
-                f"device {record.device_id!r} has no public method {method!r}"
-            )
+            raise AttributeError(f"device {record.device_id!r} has no public method {method!r}")
         return getattr(record.device, method)  # type: ignore[no-any-return]
 
     # -- streaming --------------------------------------------------------------------
@@ -405,9 +402,7 @@ class LabDaemon:
                 raise DuplicateTaskError(f"task {task_id!r} is still running")
             for device_id in device_ids:
                 if device_id not in self._devices:
-                    raise UnknownDeviceError(
-                        f"task {task_id!r} needs unknown device {device_id!r}"
-                    )
+                    raise UnknownDeviceError(f"task {task_id!r} needs unknown device {device_id!r}")
             ancestors = set()
             node = parent
             while node is not None:
@@ -475,9 +470,7 @@ class LabDaemon:
                 self._task_errors[handle.task_id] = error_object(
                     exc, "task", {"task_id": handle.task_id, "task_type": handle.task_type}
                 )
-            finished = [
-                t for t in self._tasks.values() if t is handle or not t.is_running()
-            ]
+            finished = [t for t in self._tasks.values() if t is handle or not t.is_running()]
             for old in finished[: max(0, len(finished) - self.completed_task_buffer)]:
                 self._tasks.pop(old.task_id, None)
                 self._task_errors.pop(old.task_id, None)
@@ -617,4 +610,3 @@ class LabDaemon:
 
     def __repr__(self) -> str:
         return f"<LabDaemon devices={len(self._devices)} tasks={len(self._tasks)}>"
-

@@ -23,7 +23,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError
 from typing import Any, TypeVar
 
 from labd.exceptions import DeviceConfigurationError, DeviceTimeoutError
@@ -31,6 +31,7 @@ from labd.wire import MethodInfo, ParameterInfo
 
 __all__ = [
     "STREAMING_METHODS",
+    "CallJob",
     "CallWorker",
     "DeviceBusy",
     "describe_methods",
@@ -210,14 +211,91 @@ class DeviceBusy(DeviceTimeoutError):
     """An earlier call to this device outlived its timeout and is still running."""
 
 
-class _Job:
-    __slots__ = ("args", "func", "future", "kwargs")
+_QUEUED, _RUNNING, _DONE, _DROPPED = range(4)
 
-    def __init__(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
+
+class CallJob:
+    """One call queued on a device's call thread and, once it has run, its outcome.
+
+    A lean future: it costs a plain lock to make, where ``concurrent.futures.Future``
+    builds a condition variable, and every remote call makes one.
+    """
+
+    __slots__ = ("_callbacks", "_error", "_lock", "_state", "_value", "args", "func", "kwargs")
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        on_done: Callable[[CallJob], None] | None = None,
+    ):
         self.func = func
         self.args = args
         self.kwargs = kwargs
-        self.future: Future[Any] = Future()
+        self._lock = threading.Lock()
+        self._state = _QUEUED
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._callbacks: list[Callable[[CallJob], None]] = [] if on_done is None else [on_done]
+
+    def done(self) -> bool:
+        """True once the call has returned or raised, or was dropped unrun."""
+        return self._state >= _DONE
+
+    def dropped(self) -> bool:
+        """True when the call was dropped before it ran (its caller gave up in line)."""
+        return self._state == _DROPPED
+
+    def result(self) -> Any:
+        """The call's return value; re-raises what it raised. Only once :meth:`done`."""
+        if self._state == _DROPPED:
+            raise CancelledError(f"call to {self.func!r} was dropped before it ran")
+        if self._state != _DONE:
+            raise RuntimeError("the call has not finished")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def exception(self) -> BaseException | None:
+        """What the call raised, or None. Only once :meth:`done`."""
+        return None if self._state == _DROPPED else self._error
+
+    def add_done_callback(self, fn: Callable[[CallJob], None]) -> None:
+        """Call ``fn(job)`` when the job is done: on the call thread, or now if it is."""
+        with self._lock:
+            if self._state < _DONE:
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def _start(self) -> bool:
+        with self._lock:
+            if self._state != _QUEUED:
+                return False
+            self._state = _RUNNING
+            return True
+
+    def _drop(self) -> bool:
+        return self._settle(_DROPPED, None, None, only_if_queued=True)
+
+    def _finish(self, value: Any, error: BaseException | None) -> None:
+        self._settle(_DONE, value, error)
+
+    def _settle(
+        self, state: int, value: Any, error: BaseException | None, only_if_queued: bool = False
+    ) -> bool:
+        with self._lock:
+            if only_if_queued and self._state != _QUEUED:
+                return False
+            self._state, self._value, self._error = state, value, error
+            callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            try:
+                fn(self)
+            except Exception:
+                log.exception("a device call's done-callback failed")
+        return True
 
 
 class CallWorker:
@@ -233,11 +311,11 @@ class CallWorker:
 
     def __init__(self, device_id: str) -> None:
         self.device_id = device_id
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[CallJob | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._hung: _Job | None = None
-        self._current: _Job | None = None
+        self._hung: CallJob | None = None
+        self._current: CallJob | None = None
         self._closed = False
 
     @property
@@ -249,8 +327,12 @@ class CallWorker:
     def thread(self) -> threading.Thread | None:
         return self._thread
 
-    def submit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
-        """Queue a call; the future resolves with its result (or exception)."""
+    def submit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> CallJob:
+        """Queue a call; the job holds its outcome once it has run."""
+        return self.enqueue(CallJob(func, args, kwargs))
+
+    def enqueue(self, job: CallJob) -> CallJob:
+        """Queue a job made by the caller (who may add done-callbacks first)."""
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"device {self.device_id!r} has been removed")
@@ -259,62 +341,69 @@ class CallWorker:
                     f"device {self.device_id!r} is busy: an earlier call timed out and is"
                     " still running"
                 )
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:  # it only ends at close(), after which none start
                 self._thread = threading.Thread(
                     target=self._run, name=f"labd-call-{self.device_id}", daemon=True
                 )
                 self._thread.start()
-        job = _Job(func, args, kwargs)
         self._queue.put(job)
-        return job.future
+        return job
 
     def call(
         self, timeout: float | None, func: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Any:
         """Run a call and wait for it at most ``timeout`` seconds (None: forever)."""
-        future = self.submit(func, *args, **kwargs)
-        return self.wait(future, timeout)
+        return self.wait(self.submit(func, *args, **kwargs), timeout)
 
-    def wait(self, future: Future[Any], timeout: float | None) -> Any:
+    def wait(self, job: CallJob, timeout: float | None) -> Any:
         """Wait for a submitted call; on timeout, mark the device busy and raise."""
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            self.abandon(future)
+        finished = threading.Lock()
+        finished.acquire()
+        job.add_done_callback(lambda _: finished.release())
+        in_time = finished.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
+        if not in_time and self.abandon(job):
             raise DeviceTimeoutError(
                 f"call to device {self.device_id!r} did not finish within {timeout} s"
-            ) from None
+            )
+        return job.result()
 
-    def abandon(self, future: Future[Any]) -> None:
-        """The caller gave up on ``future``: drop it if queued, else mark the device busy."""
-        if future.cancel():
-            return
+    def abandon(self, job: CallJob) -> bool:
+        """The caller gave up on ``job``: drop it if queued, else mark the device busy.
+
+        Returns False when the job has finished after all (its outcome is there to use).
+        """
+        if job._drop():
+            return True
         with self._lock:
-            current = self._current
-            if current is not None and current.future is future and not future.done():
-                self._hung = current
+            if self._current is job and not job.done():
+                self._hung = job
+                return True
+        return not job.done()
 
     def _run(self) -> None:
         while True:
             job = self._queue.get()
             if job is None:
                 return
-            if not job.future.set_running_or_notify_cancel():
-                continue
-            with self._lock:
+            with self._lock:  # with _start, so that abandon() sees a running job as current
+                if not job._start():
+                    continue
                 self._current = job
+            value: Any = None
+            error: BaseException | None = None
             try:
-                result = job.func(*job.args, **job.kwargs)
+                value = job.func(*job.args, **job.kwargs)
             except BaseException as exc:
-                job.future.set_exception(exc)
-            else:
-                job.future.set_result(result)
-            finally:
-                with self._lock:
-                    self._current = None
-                    if self._hung is job:
-                        self._hung = None
-                        log.warning("late call to device %r has returned", self.device_id)
+                error = exc
+            with self._lock:
+                self._current = None
+                if self._hung is job:
+                    self._hung = None
+                    log.warning("late call to device %r has returned", self.device_id)
+            # Waking the caller comes last: this thread then waits for work, so the woken
+            # caller finds the interpreter free instead of blocking on it once more.
+            job._finish(value, error)
+            del value, error, job
 
     def close(self, timeout: float | None = 1.0) -> bool:
         """Stop the worker thread after queued calls; returns False if it is still busy."""

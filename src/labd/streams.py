@@ -215,11 +215,9 @@ class DeviceStream:
         self._lock = getattr(device, "_ld_lock", None)
         self._device_start: Callable[..., Any] | None = getattr(device, "start_streaming", None)
         self._device_stop: Callable[..., Any] | None = getattr(device, "stop_streaming", None)
-        self._device_is_streaming: Callable[[], Any] | None = getattr(
-            device, "is_streaming", None
-        )
-        self._stop_takes_timeout = (
-            self._device_stop is not None and _accepts_timeout(self._device_stop)
+        self._device_is_streaming: Callable[[], Any] | None = getattr(device, "is_streaming", None)
+        self._stop_takes_timeout = self._device_stop is not None and _accepts_timeout(
+            self._device_stop
         )
         self._cond = threading.Condition(threading.Lock())
         self.state = "idle"
@@ -272,9 +270,7 @@ class DeviceStream:
             raise DeviceError(f"device {self.device_id!r} cannot stream (no start_streaming)")
         kwargs = dict(kwargs or {})
         sub = (
-            Subscription(
-                self, callback, queue_size=queue_size, on_end=on_end, with_meta=with_meta
-            )
+            Subscription(self, callback, queue_size=queue_size, on_end=on_end, with_meta=with_meta)
             if callback is not None
             else None
         )
@@ -361,9 +357,7 @@ class DeviceStream:
                     encode_stream_envelope(self.device_id, seq, now, data, run),
                     seq,
                 )
-                ring.append(
-                    RingEvent("device_data", frame, sequence=seq, run=run, timestamp=now)
-                )
+                ring.append(RingEvent("device_data", frame, sequence=seq, run=run, timestamp=now))
         for sub in self._subs:
             sub._deliver(data, seq, now)
 

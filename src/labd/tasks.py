@@ -141,9 +141,7 @@ class TaskHandle:
         self._publish = publish
         self._on_finished = on_finished
         self.context = TaskContext(daemon, task_id, reporter=self._report)
-        self._thread = threading.Thread(
-            target=self._run, name=f"labd-task-{task_id}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=f"labd-task-{task_id}", daemon=True)
 
     # -- status ---------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ BUILTIN_ERRORS: dict[str, type[Exception]] = {
     "DeviceTimeoutError": TimeoutError,
 }
 
+
 def _error_object(response: httpx.Response) -> dict[str, Any] | None:
     try:
         body = decode_json(response.content)

@@ -182,13 +182,6 @@ class LabdApp:
             return
         status = 500
         started = time.perf_counter()
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         try:
             if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
                 body = await self._read_body(scope, receive)
@@ -204,7 +197,7 @@ class LabdApp:
                 device_id = _call_target(scope)
                 if device_id is not None:  # validates its own body
                     scope["route"] = _CALL_ROUTE
-                    await self._call(scope, receive, send_wrapper, device_id, body)
+                    status = await self._call(scope, receive, send, device_id, body)
                     return
                 if body.strip() and not _is_json_object(body):
                     status = 400
@@ -216,11 +209,18 @@ class LabdApp:
                     await response(scope, receive, send)
                     return
                 receive = _replay(body, receive)
+
+            async def send_wrapper(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.ctx.metrics.http_requests.labels(scope["method"], template, str(status)).inc()
+            self.ctx.metrics.http_requests.inc(scope["method"], template, str(status))
             if access_log.isEnabledFor(logging.INFO):
                 query = scope.get("query_string", b"").decode("latin-1")
                 path = scope["path"] + ("?" + redact_query(query) if query else "")
@@ -234,13 +234,21 @@ class LabdApp:
 
     async def _call(
         self, scope: Scope, receive: Receive, send: Send, device_id: str, body: bytes
-    ) -> None:
-        """``POST /devices/{id}/call`` without the framework's routing: the hot path."""
+    ) -> int:
+        """``POST /devices/{id}/call`` without the framework's routing: the hot path.
+
+        Returns the status sent.
+        """
         try:
-            response = await self.caller.from_body(Request(scope, receive), device_id, body)
+            reply = await self.caller.from_body(Request(scope, receive), device_id, body)
         except ApiError as exc:
             response = api_error_response(exc)
-        await response(scope, receive, send)
+            await response(scope, receive, send)
+            return response.status_code
+        headers = [_JSON_CONTENT_TYPE, (b"content-length", str(len(reply)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": reply})
+        return 200
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         limit = self.ctx.max_body_bytes
@@ -276,6 +284,7 @@ def _is_json_object(body: bytes) -> bool:
 
 
 _CALL_ROUTE = SimpleNamespace(path="/devices/{device_id}/call")
+_JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 
 
 def _call_target(scope: Scope) -> str | None:

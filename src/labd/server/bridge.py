@@ -13,19 +13,55 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from labd.devices import CallWorker
+from labd.devices import CallJob, CallWorker
 from labd.exceptions import DeviceTimeoutError
 from labd.ring import EventRing
 
-__all__ = ["Bridge", "RingWatcher"]
+__all__ = ["Bridge", "CallWaker", "RingWatcher"]
 
 T = TypeVar("T")
+
+
+def _settle(waiter: asyncio.Future[bool], in_time: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(in_time)
+
+
+class CallWaker:
+    """Wakes the coroutines waiting for device calls on one loop.
+
+    Call threads hand over finished calls here; a batch of them costs one thread-safe
+    wake-up of the loop, however many calls it holds.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._finished: collections.deque[asyncio.Future[bool]] = collections.deque()
+        self._scheduled = False
+
+    def finished(self, waiter: asyncio.Future[bool], job: CallJob) -> None:
+        """A call thread: ``job`` is done, wake its ``waiter``."""
+        self._finished.append(waiter)
+        if self._scheduled:
+            return
+        self._scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:  # the loop has closed: nobody is waiting any more
+            self._scheduled = False
+
+    def _wake(self) -> None:
+        self._scheduled = False  # first: a call finishing from here on schedules again
+        finished = self._finished
+        while finished:
+            _settle(finished.popleft(), True)
 
 
 class RingWatcher:
@@ -77,6 +113,13 @@ class Bridge:
     def __init__(self, max_workers: int = 8) -> None:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="labd-server")
         self._watchers: dict[int, RingWatcher] = {}
+        self._waker: CallWaker | None = None
+
+    def _call_waker(self, loop: asyncio.AbstractEventLoop) -> CallWaker:
+        waker = self._waker
+        if waker is None or waker.loop is not loop:
+            waker = self._waker = CallWaker(loop)
+        return waker
 
     async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking framework work on the server's pool."""
@@ -91,18 +134,36 @@ class Bridge:
         *args: Any,
         **kwargs: Any,
     ) -> T:
-        """Run a device call on its call thread, waiting at most ``timeout`` seconds."""
-        future: Future[T] = worker.submit(func, *args, **kwargs)
+        """Run a device call on its call thread, waiting at most ``timeout`` seconds.
+
+        The hot path of remote calls: one loop future, settled either by the call thread
+        (one ``call_soon_threadsafe``) or by a timer, whichever comes first.
+        """
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        timer = None if timeout is None else loop.call_later(timeout, _settle, waiter, False)
+        wake = functools.partial(self._call_waker(loop).finished, waiter)
+        job = CallJob(func, args, kwargs, on_done=wake)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
-        except TimeoutError:
-            worker.abandon(future)
+            worker.enqueue(job)  # last: the call thread wakes as this one heads for the loop
+        except BaseException:
+            if timer is not None:
+                timer.cancel()
+            raise
+        try:
+            in_time = await waiter
+        except asyncio.CancelledError:
+            worker.abandon(job)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if not in_time and worker.abandon(job):
             raise DeviceTimeoutError(
                 f"call to device {worker.device_id!r} did not finish within {timeout} s"
-            ) from None
-        except asyncio.CancelledError:
-            worker.abandon(future)
-            raise
+            )
+        result: T = job.result()
+        return result
 
     def watch(self, ring: EventRing) -> RingWatcher:
         """The watcher for ``ring`` on this loop, shared by its readers; pair with ``unwatch``."""

@@ -13,12 +13,12 @@ from typing import Any
 
 import orjson
 from fastapi import Request
-from fastapi.responses import Response
 
 from labd.devices import DeviceBusy, is_query
 from labd.exceptions import DeviceTimeoutError
-from labd.server.context import ServerContext, json_response
+from labd.server.context import ServerContext
 from labd.server.errors import ApiError
+from labd.wire import encode_json
 
 __all__ = ["DeviceCaller"]
 
@@ -27,23 +27,54 @@ def _invalid(message: str) -> ApiError:
     return ApiError(400, f"invalid request: {message}", type_name="ValidationError")
 
 
+class _Method:
+    """What a call needs to know about one device method, worked out once."""
+
+    __slots__ = ("func", "max_args", "min_args", "query", "signature")
+
+    def __init__(self, name: str, func: Any) -> None:
+        self.func = func
+        self.query = is_query(name, func)
+        try:
+            self.signature: inspect.Signature | None = inspect.signature(func)
+        except (TypeError, ValueError):
+            self.signature = None  # nothing to check arguments against
+        # Plain positional parameters: without kwargs, a count check equals bind().
+        self.min_args = self.max_args = -1
+        if self.signature is not None:
+            params = self.signature.parameters.values()
+            if all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params):
+                self.max_args = len(self.signature.parameters)
+                self.min_args = sum(p.default is p.empty for p in params)
+
+    def check(self, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Raise TypeError unless the method accepts these arguments."""
+        if not kwargs and self.min_args <= len(args) <= self.max_args:
+            return
+        if self.signature is not None:
+            self.signature.bind(*args, **kwargs)
+
+
 class DeviceCaller:
     """Validates and runs remote calls for one server."""
 
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
-        self._signatures: dict[int, tuple[Any, inspect.Signature]] = {}
+        self._methods: dict[tuple[str, str], _Method] = {}
 
-    def _signature(self, method: Any) -> inspect.Signature:
+    def _method(self, device_id: str, name: str, func: Any) -> _Method:
         # inspect.signature costs more than all the other checks of a call together.
-        cached = self._signatures.get(id(method))
-        if cached is None or cached[0] is not method:
-            if len(self._signatures) > 4096:  # devices come and go: stay bounded
-                self._signatures.clear()
-            cached = self._signatures[id(method)] = (method, inspect.signature(method))
-        return cached[1]
+        known = self._methods.get((device_id, name))
+        if known is None or known.func is not func:
+            if len(self._methods) > 4096:  # devices come and go: stay bounded
+                self._methods.clear()
+            known = self._methods[device_id, name] = _Method(name, func)
+        return known
 
-    async def from_body(self, request: Request, device_id: str, body: bytes) -> Response:
+    def _count(self, device_id: str, outcome: str) -> None:
+        self.ctx.metrics.device_calls.inc(device_id, outcome)
+
+    async def from_body(self, request: Request, device_id: str, body: bytes) -> bytes:
         """Parse a raw call body (the same rules as ``CallRequest``) and perform the call."""
         try:
             data = orjson.loads(body)
@@ -75,8 +106,11 @@ class DeviceCaller:
         args: list[Any],
         kwargs: dict[str, Any],
         timeout: float | None,
-    ) -> Response:
-        """Check the method, role, ownership and arguments, then call on the device's thread."""
+    ) -> bytes:
+        """Check the method, role, ownership and arguments, call on the device's thread.
+
+        Returns the encoded ``{"result", "success"}`` reply; failures raise ``ApiError``.
+        """
         ctx = self.ctx
         record = ctx.device(device_id)
         context = {"device_id": device_id, "method": method}
@@ -88,12 +122,12 @@ class DeviceCaller:
                 type_name="AttributeError",
                 context=context,
             )
-        query = is_query(method, original)
-        ctx.require(request, "viewer" if query else "operator")
-        if not query:
+        info = self._method(device_id, method, original)
+        ctx.require(request, "viewer" if info.query else "operator")
+        if not info.query:
             ctx.ensure_not_owned(device_id, f"call {method}")
         try:
-            self._signature(original).bind(*args, **kwargs)
+            info.check(args, kwargs)
         except TypeError as exc:
             raise ApiError(
                 400,
@@ -101,23 +135,20 @@ class DeviceCaller:
                 type_name="TypeError",
                 context=context,
             ) from None
-        except ValueError:
-            pass  # no signature to check against
         func = getattr(record.device, method)
         wait = timeout if timeout is not None else ctx.call_timeout
-        outcomes = ctx.metrics.device_calls
         try:
             result = await ctx.bridge.call(record.worker, wait, func, *args, **kwargs)
         except DeviceBusy as exc:
-            outcomes.labels(device_id, "busy").inc()
+            self._count(device_id, "busy")
             raise ApiError(409, str(exc), type_name="DeviceBusy", context=context) from None
         except DeviceTimeoutError as exc:
-            outcomes.labels(device_id, "timeout").inc()
+            self._count(device_id, "timeout")
             ctx.daemon.record_error(device_id, exc, "framework", method=method)
             raise ApiError(504, str(exc), type_name="DeviceTimeoutError", context=context) from None
         except Exception as exc:
-            outcomes.labels(device_id, "error").inc()
+            self._count(device_id, "error")
             ctx.daemon.record_error(device_id, exc, "device", method=method)
             raise ApiError(500, str(exc), origin="device", context=context, cause=exc) from None
-        outcomes.labels(device_id, "ok").inc()
-        return json_response({"result": result, "success": True})
+        self._count(device_id, "ok")
+        return encode_json({"result": result, "success": True}, lenient=True)

@@ -108,9 +108,10 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
         responses=documented_errors(400, 404, 409, 500, 504),
     )
     async def call(request: Request, device_id: str, body: CallRequest) -> Response:
-        return await caller.perform(
+        reply = await caller.perform(
             request, device_id, body.method, body.args, body.kwargs, body.timeout
         )
+        return Response(reply, media_type="application/json")
 
     @router.get("/devices/{device_id}/error", responses=documented_errors(404))
     async def get_error(request: Request, device_id: str) -> Response:
