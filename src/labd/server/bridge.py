@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from labd.devices import CallJob, CallWorker
 from labd.exceptions import DeviceTimeoutError
 from labd.ring import EventRing
 
-__all__ = ["Bridge", "CallWaker", "RingWatcher"]
+__all__ = ["Bridge", "CallWaiters", "RingWatcher"]
 
 T = TypeVar("T")
 
@@ -34,17 +35,22 @@ def _settle(waiter: asyncio.Future[bool], in_time: bool) -> None:
         waiter.set_result(in_time)
 
 
-class CallWaker:
-    """Wakes the coroutines waiting for device calls on one loop.
+class CallWaiters:
+    """The device calls one loop is waiting for, woken when they finish or time out.
 
     Call threads hand over finished calls here; a batch of them costs one thread-safe
-    wake-up of the loop, however many calls it holds.
+    wake-up of the loop, however many calls it holds. Deadlines share one loop timer,
+    set for the earliest: a timer per call would cost more than the rest of the call's
+    bookkeeping together.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._finished: collections.deque[asyncio.Future[bool]] = collections.deque()
         self._scheduled = False
+        self._deadlines: dict[asyncio.Future[bool], float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = math.inf
 
     def finished(self, waiter: asyncio.Future[bool], job: CallJob) -> None:
         """A call thread: ``job`` is done, wake its ``waiter``."""
@@ -62,6 +68,36 @@ class CallWaker:
         finished = self._finished
         while finished:
             _settle(finished.popleft(), True)
+
+    def expire_after(self, waiter: asyncio.Future[bool], timeout: float) -> None:
+        """Settle ``waiter`` with False after ``timeout`` s unless it is settled before."""
+        deadline = self.loop.time() + timeout
+        self._deadlines[waiter] = deadline
+        if deadline < self._timer_due:
+            self._arm(deadline)
+
+    def forget(self, waiter: asyncio.Future[bool]) -> None:
+        """``waiter`` no longer needs its deadline."""
+        self._deadlines.pop(waiter, None)
+
+    def _arm(self, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_due = deadline
+        self._timer = self.loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._timer, self._timer_due = None, math.inf
+        now = self.loop.time()
+        earliest = math.inf
+        for waiter, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                del self._deadlines[waiter]
+                _settle(waiter, False)
+            else:
+                earliest = min(earliest, deadline)
+        if earliest < math.inf:
+            self._arm(earliest)
 
 
 class RingWatcher:
@@ -113,13 +149,13 @@ class Bridge:
     def __init__(self, max_workers: int = 8) -> None:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="labd-server")
         self._watchers: dict[int, RingWatcher] = {}
-        self._waker: CallWaker | None = None
+        self._waiters: CallWaiters | None = None
 
-    def _call_waker(self, loop: asyncio.AbstractEventLoop) -> CallWaker:
-        waker = self._waker
-        if waker is None or waker.loop is not loop:
-            waker = self._waker = CallWaker(loop)
-        return waker
+    def _call_waiters(self, loop: asyncio.AbstractEventLoop) -> CallWaiters:
+        waiters = self._waiters
+        if waiters is None or waiters.loop is not loop:
+            waiters = self._waiters = CallWaiters(loop)
+        return waiters
 
     async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking framework work on the server's pool."""
@@ -134,30 +170,20 @@ class Bridge:
         *args: Any,
         **kwargs: Any,
     ) -> T:
-        """Run a device call on its call thread, waiting at most ``timeout`` seconds.
-
-        The hot path of remote calls: one loop future, settled either by the call thread
-        (one ``call_soon_threadsafe``) or by a timer, whichever comes first.
-        """
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[bool] = loop.create_future()
-        timer = None if timeout is None else loop.call_later(timeout, _settle, waiter, False)
-        wake = functools.partial(self._call_waker(loop).finished, waiter)
-        job = CallJob(func, args, kwargs, on_done=wake)
-        try:
-            worker.enqueue(job)  # last: the call thread wakes as this one heads for the loop
-        except BaseException:
-            if timer is not None:
-                timer.cancel()
-            raise
+        """Run a device call on its call thread, waiting at most ``timeout`` seconds."""
+        waiters = self._call_waiters(asyncio.get_running_loop())
+        waiter: asyncio.Future[bool] = waiters.loop.create_future()
+        job = CallJob(func, args, kwargs, on_done=functools.partial(waiters.finished, waiter))
+        worker.enqueue(job)
+        if timeout is not None:
+            waiters.expire_after(waiter, timeout)
         try:
             in_time = await waiter
         except asyncio.CancelledError:
             worker.abandon(job)
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
+            waiters.forget(waiter)
         if not in_time and worker.abandon(job):
             raise DeviceTimeoutError(
                 f"call to device {worker.device_id!r} did not finish within {timeout} s"

@@ -1,0 +1,97 @@
+"""``Bridge.call`` on its own loop: results, shared deadlines, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+import labd
+from labd.devices import CallWorker
+from labd.server.bridge import Bridge
+
+
+def test_calls_return_results_and_leave_no_deadlines_behind() -> None:
+    async def main() -> list[int]:
+        bridge = Bridge(max_workers=1)
+        workers = [CallWorker(f"dev{i}") for i in range(3)]
+        try:
+            results = await asyncio.gather(
+                *(bridge.call(workers[i % 3], 30.0, lambda x: x * 2, i) for i in range(300))
+            )
+            waiters = bridge._waiters
+            assert waiters is not None and not waiters._deadlines
+            with pytest.raises(KeyError):
+                await bridge.call(workers[0], 30.0, {}.__getitem__, "missing")
+            return results
+        finally:
+            for worker in workers:
+                assert worker.close(5.0)
+            bridge.close(timeout=5.0)
+
+    assert asyncio.run(main()) == [i * 2 for i in range(300)]
+
+
+def test_each_call_times_out_at_its_own_deadline() -> None:
+    # One timer serves all deadlines: a shorter timeout arriving after a longer one must
+    # still fire first, and the longer ones must fire after it, each near its own time.
+    timeouts = [0.1 * (i + 1) for i in range(6)]
+    random.Random(7).shuffle(timeouts)
+    release = threading.Event()
+
+    async def main() -> list[tuple[float, float]]:
+        bridge = Bridge(max_workers=1)
+        workers = [CallWorker(f"hung{i}") for i in range(len(timeouts))]
+        t0 = time.monotonic()
+
+        async def one(worker: CallWorker, timeout: float) -> tuple[float, float]:
+            with pytest.raises(labd.DeviceTimeoutError, match=f"within {timeout}"):
+                await bridge.call(worker, timeout, release.wait, 30)
+            return timeout, time.monotonic() - t0
+
+        try:
+            return await asyncio.gather(
+                *(one(w, t) for w, t in zip(workers, timeouts, strict=True))
+            )
+        finally:
+            release.set()
+            for worker in workers:
+                assert worker.close(5.0)
+            bridge.close(timeout=5.0)
+
+    fired = asyncio.run(main())
+    for timeout, elapsed in fired:
+        assert timeout <= elapsed < timeout + 2.0
+    order = [timeout for timeout, _ in sorted(fired, key=lambda pair: pair[1])]
+    assert order == sorted(timeouts)
+
+
+def test_a_cancelled_caller_drops_its_queued_call() -> None:
+    release = threading.Event()
+    ran: list[str] = []
+
+    async def main() -> None:
+        bridge = Bridge(max_workers=1)
+        worker = CallWorker("line")
+        try:
+            first = asyncio.ensure_future(bridge.call(worker, 30.0, release.wait, 30))
+            second = asyncio.ensure_future(bridge.call(worker, 30.0, ran.append, "second"))
+            await asyncio.sleep(0)  # both queued, the first one running
+            second.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await second
+            release.set()
+            assert await first is True
+            assert await bridge.call(worker, 30.0, ran.append, "third") is None
+        finally:
+            release.set()
+            assert worker.close(5.0)
+            bridge.close(timeout=5.0)
+
+    asyncio.run(main())
+    assert ran == ["third"]
