@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 import labd
@@ -524,6 +525,27 @@ def test_stream_stats_count_gaps_and_restarts() -> None:
     assert stats.dropped == 6 and stats.last_sequence == 2 and stats.latest == 2.0
     stats.update_rate(now=stats._window_start + 2.0)
     assert stats.rate_hz == pytest.approx(7 / 2.0)
+
+
+def test_stream_view_shows_a_stream_that_went_quiet() -> None:
+    stats = StreamStats("d")
+    stats.add({"event": "device_data", "sequence": 0, "run": 1, "payload": 1.0})
+    stats.rate_hz = 250.0
+    last = stats._last_data_at
+    assert last is not None
+
+    def shown(now: float) -> str:
+        view = Console(record=True, width=100)
+        view.print(stats.render(now=now))
+        return view.export_text()
+
+    busy = shown(last + 0.2)
+    assert re.search(r"rate\s+250\.0 /s", busy) and re.search(r"state\s+streaming\n", busy)
+    quiet = shown(last + 5.0)
+    assert re.search(r"rate\s+0\.0 /s", quiet)
+    assert "streaming, no data for 5 s" in quiet
+    stats.state = "ended"
+    assert "no data" not in shown(last + 5.0)
 
 
 def test_summarize() -> None:

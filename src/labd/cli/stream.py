@@ -28,6 +28,7 @@ from labd.cli.app import (
 __all__ = ["StreamStats", "summarize"]
 
 _REFRESH_S = 0.1
+_IDLE_REFRESH_HZ = 2.0
 _RATE_WINDOW_S = 1.0
 _VALUE_CHARS = 120
 
@@ -48,6 +49,7 @@ class StreamStats:
     last_error: str | None = None
     _window_start: float = field(default_factory=time.monotonic)
     _window_count: int = 0
+    _last_data_at: float | None = None
 
     def add(self, envelope: dict[str, Any]) -> None:
         """Account for one ``device_data`` envelope."""
@@ -62,6 +64,7 @@ class StreamStats:
             self.last_sequence, self.last_run = sequence, run
         self.received += 1
         self._window_count += 1
+        self._last_data_at = time.monotonic()
         self.latest = envelope.get("payload")
         self.latest_timestamp = envelope.get("timestamp")
         self.state = "streaming"
@@ -76,16 +79,26 @@ class StreamStats:
         elif self.rate_hz == 0.0 and span > 0.1:
             self.rate_hz = self._window_count / span  # provisional, until a full window
 
-    def render(self) -> RenderableType:
-        """The live view: one row per figure."""
+    def quiet_for(self, now: float | None = None) -> float:
+        """Seconds since the last datum while streaming, 0 when data are arriving."""
+        if self.state != "streaming" or self._last_data_at is None:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        idle = now - self._last_data_at
+        return idle if idle >= _RATE_WINDOW_S else 0.0
+
+    def render(self, now: float | None = None) -> RenderableType:
+        """The live view: one row per figure (only reads the counts: any thread may draw)."""
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold")
         grid.add_column()
+        quiet = self.quiet_for(now)
+        state = f"streaming, no data for {quiet:.0f} s" if quiet else self.state
         style = {"streaming": "green", "ended": "yellow", "error": "red"}.get(self.state, "dim")
         grid.add_row("device", self.device_id)
-        grid.add_row("state", Text(self.state, style=style))
+        grid.add_row("state", Text(state, style="yellow" if quiet else style))
         grid.add_row("received", str(self.received))
-        grid.add_row("rate", f"{self.rate_hz:,.1f} /s")
+        grid.add_row("rate", f"{0.0 if quiet else self.rate_hz:,.1f} /s")
         grid.add_row("dropped", Text(str(self.dropped), style="red" if self.dropped else ""))
         grid.add_row("sequence", "-" if self.last_sequence is None else str(self.last_sequence))
         grid.add_row("timestamp", self.latest_timestamp or "-")
@@ -215,8 +228,11 @@ def _follow_json(events: Any, stats: StreamStats, count: int | None) -> None:
 
 
 def _follow_live(events: Any, stats: StreamStats, count: int | None) -> None:
-    # auto_refresh=False: the view is redrawn from this loop, so no extra thread runs.
-    with Live(stats.render(), console=console, auto_refresh=False) as live:
+    # This loop redraws as data arrive; rich's refresh thread (stopped when the view
+    # closes) redraws a few times a second too, so a stream that goes quiet shows it.
+    with Live(
+        get_renderable=stats.render, console=console, refresh_per_second=_IDLE_REFRESH_HZ
+    ) as live:
         last_draw = 0.0
         try:
             for envelope in events:
@@ -225,11 +241,11 @@ def _follow_live(events: Any, stats: StreamStats, count: int | None) -> None:
                 now = time.monotonic()
                 stats.update_rate(now)
                 if done or not is_data or now - last_draw >= _REFRESH_S:
-                    live.update(stats.render(), refresh=True)
+                    live.refresh()
                     last_draw = now
                 if done:
                     return
         finally:
-            live.update(stats.render(), refresh=True)
+            live.refresh()
     if not console.is_terminal:
         console.line()  # rich leaves the last frame unterminated when not on a terminal
