@@ -29,6 +29,8 @@ __all__ = ["Bridge", "CallWaiters", "RingWatcher"]
 
 T = TypeVar("T")
 
+_TIMER_GRANULARITY_S = 0.001
+
 
 def _settle(waiter: asyncio.Future[bool], in_time: bool) -> None:
     if not waiter.done():
@@ -88,7 +90,9 @@ class CallWaiters:
 
     def _expire(self) -> None:
         self._timer, self._timer_due = None, math.inf
-        now = self.loop.time()
+        # uvloop's timers count whole milliseconds and may fire up to one early: what is
+        # due within that is due now, instead of re-arming for a fraction of a millisecond.
+        now = self.loop.time() + _TIMER_GRANULARITY_S
         earliest = math.inf
         for waiter, deadline in list(self._deadlines.items()):
             if deadline <= now:
