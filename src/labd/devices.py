@@ -217,23 +217,37 @@ _QUEUED, _RUNNING, _DONE, _DROPPED = range(4)
 class CallJob:
     """One call queued on a device's call thread and, once it has run, its outcome.
 
-    A lean future: it costs a plain lock to make, where ``concurrent.futures.Future``
-    builds a condition variable, and every remote call makes one.
+    A lean future made by :meth:`CallWorker.submit`: its state changes under its
+    worker's one lock, where ``concurrent.futures.Future`` builds a condition variable
+    per call, and every remote call makes one.
     """
 
-    __slots__ = ("_callbacks", "_error", "_lock", "_state", "_value", "args", "func", "kwargs")
+    __slots__ = (
+        "_callbacks",
+        "_error",
+        "_lock",
+        "_state",
+        "_value",
+        "args",
+        "func",
+        "kwargs",
+        "tag",
+    )
 
     def __init__(
         self,
+        lock: threading.Lock,
         func: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        on_done: Callable[[CallJob], None] | None = None,
-    ):
+        on_done: Callable[[CallJob], None] | None,
+        tag: Any,
+    ) -> None:
+        self._lock = lock
         self.func = func
         self.args = args
         self.kwargs = kwargs
-        self._lock = threading.Lock()
+        self.tag = tag  # the submitter's own reference, for its callback
         self._state = _QUEUED
         self._value: Any = None
         self._error: BaseException | None = None
@@ -249,13 +263,13 @@ class CallJob:
 
     def result(self) -> Any:
         """The call's return value; re-raises what it raised. Only once :meth:`done`."""
+        if self._state == _DONE:
+            if self._error is not None:
+                raise self._error
+            return self._value
         if self._state == _DROPPED:
             raise CancelledError(f"call to {self.func!r} was dropped before it ran")
-        if self._state != _DONE:
-            raise RuntimeError("the call has not finished")
-        if self._error is not None:
-            raise self._error
-        return self._value
+        raise RuntimeError("the call has not finished")
 
     def exception(self) -> BaseException | None:
         """What the call raised, or None. Only once :meth:`done`."""
@@ -269,33 +283,13 @@ class CallJob:
                 return
         fn(self)
 
-    def _start(self) -> bool:
-        with self._lock:
-            if self._state != _QUEUED:
-                return False
-            self._state = _RUNNING
-            return True
-
-    def _drop(self) -> bool:
-        return self._settle(_DROPPED, None, None, only_if_queued=True)
-
-    def _finish(self, value: Any, error: BaseException | None) -> None:
-        self._settle(_DONE, value, error)
-
-    def _settle(
-        self, state: int, value: Any, error: BaseException | None, only_if_queued: bool = False
-    ) -> bool:
-        with self._lock:
-            if only_if_queued and self._state != _QUEUED:
-                return False
-            self._state, self._value, self._error = state, value, error
-            callbacks, self._callbacks = self._callbacks, []
+    def _run_callbacks(self, callbacks: list[Callable[[CallJob], None]]) -> None:
+        # Outside the lock, after the job was settled: a callback may submit again.
         for fn in callbacks:
             try:
                 fn(self)
             except Exception:
                 log.exception("a device call's done-callback failed")
-        return True
 
 
 class CallWorker:
@@ -313,9 +307,8 @@ class CallWorker:
         self.device_id = device_id
         self._queue: queue.SimpleQueue[CallJob | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the worker and the state of its jobs
         self._hung: CallJob | None = None
-        self._current: CallJob | None = None
         self._closed = False
 
     @property
@@ -329,10 +322,21 @@ class CallWorker:
 
     def submit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> CallJob:
         """Queue a call; the job holds its outcome once it has run."""
-        return self.enqueue(CallJob(func, args, kwargs))
+        return self.enqueue(func, args, kwargs)
 
-    def enqueue(self, job: CallJob) -> CallJob:
-        """Queue a job made by the caller (who may add done-callbacks first)."""
+    def enqueue(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        on_done: Callable[[CallJob], None] | None = None,
+        tag: Any = None,
+    ) -> CallJob:
+        """Queue ``func(*args, **kwargs)``; ``on_done(job)`` runs once it is done.
+
+        ``tag`` is kept on the job for ``on_done`` to use (it saves a closure per call).
+        """
+        job = CallJob(self._lock, func, args, kwargs, on_done, tag)
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"device {self.device_id!r} has been removed")
@@ -346,14 +350,14 @@ class CallWorker:
                     target=self._run, name=f"labd-call-{self.device_id}", daemon=True
                 )
                 self._thread.start()
-        self._queue.put(job)
+            self._queue.put(job)  # under the lock: never after close()'s end marker
         return job
 
     def call(
         self, timeout: float | None, func: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Any:
         """Run a call and wait for it at most ``timeout`` seconds (None: forever)."""
-        return self.wait(self.submit(func, *args, **kwargs), timeout)
+        return self.wait(self.enqueue(func, args, kwargs), timeout)
 
     def wait(self, job: CallJob, timeout: float | None) -> Any:
         """Wait for a submitted call; on timeout, mark the device busy and raise."""
@@ -372,38 +376,44 @@ class CallWorker:
 
         Returns False when the job has finished after all (its outcome is there to use).
         """
-        if job._drop():
-            return True
         with self._lock:
-            if self._current is job and not job.done():
+            if job._state == _RUNNING:
                 self._hung = job
                 return True
-        return not job.done()
+            if job._state != _QUEUED:
+                return False
+            job._state = _DROPPED
+            callbacks, job._callbacks = job._callbacks, []
+        job._run_callbacks(callbacks)
+        return True
 
     def _run(self) -> None:
+        get = self._queue.get
+        lock = self._lock
         while True:
-            job = self._queue.get()
+            job = get()
             if job is None:
                 return
-            with self._lock:  # with _start, so that abandon() sees a running job as current
-                if not job._start():
+            with lock:  # a job is either run or dropped by abandon(), never both
+                if job._state != _QUEUED:
                     continue
-                self._current = job
+                job._state = _RUNNING
             value: Any = None
             error: BaseException | None = None
             try:
                 value = job.func(*job.args, **job.kwargs)
             except BaseException as exc:
                 error = exc
-            with self._lock:
-                self._current = None
+            with lock:
+                job._state, job._value, job._error = _DONE, value, error
+                callbacks, job._callbacks = job._callbacks, []
                 if self._hung is job:
                     self._hung = None
                     log.warning("late call to device %r has returned", self.device_id)
             # Waking the caller comes last: this thread then waits for work, so the woken
             # caller finds the interpreter free instead of blocking on it once more.
-            job._finish(value, error)
-            del value, error, job
+            job._run_callbacks(callbacks)
+            del value, error, job, callbacks
 
     def close(self, timeout: float | None = 1.0) -> bool:
         """Stop the worker thread after queued calls; returns False if it is still busy."""

@@ -240,7 +240,7 @@ class LabdApp:
         Returns the status sent.
         """
         try:
-            reply = await self.caller.from_body(Request(scope, receive), device_id, body)
+            reply = await self.caller.from_body(scope, device_id, body)
         except ApiError as exc:
             response = api_error_response(exc)
             await response(scope, receive, send)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from labd.server.errors import ApiError
 
@@ -43,7 +44,7 @@ class Auth:
     def enabled(self) -> bool:
         return bool(self._tokens)
 
-    def role_of(self, request: Request) -> str | None:
+    def role_of(self, request: HTTPConnection) -> str | None:
         """The caller's role; raises 401 for a missing or unknown token (when auth is on)."""
         if not self._tokens:
             return "admin"
@@ -62,7 +63,7 @@ class Auth:
         self._fail()
         raise ApiError(401, "invalid token", type_name="Unauthorized")
 
-    def require(self, request: Request, role: str) -> str:
+    def require(self, request: HTTPConnection, role: str) -> str:
         """Raise 401/403 unless the caller has at least ``role``."""
         have = self.role_of(request)
         assert have is not None

@@ -32,11 +32,6 @@ T = TypeVar("T")
 _TIMER_GRANULARITY_S = 0.001
 
 
-def _settle(waiter: asyncio.Future[bool], in_time: bool) -> None:
-    if not waiter.done():
-        waiter.set_result(in_time)
-
-
 class CallWaiters:
     """The device calls one loop is waiting for, woken when they finish or time out.
 
@@ -54,9 +49,9 @@ class CallWaiters:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = math.inf
 
-    def finished(self, waiter: asyncio.Future[bool], job: CallJob) -> None:
-        """A call thread: ``job`` is done, wake its ``waiter``."""
-        self._finished.append(waiter)
+    def finished(self, job: CallJob) -> None:
+        """A call thread: ``job`` is done, wake its waiter (the job's tag)."""
+        self._finished.append(job.tag)
         if self._scheduled:
             return
         self._scheduled = True
@@ -69,7 +64,9 @@ class CallWaiters:
         self._scheduled = False  # first: a call finishing from here on schedules again
         finished = self._finished
         while finished:
-            _settle(finished.popleft(), True)
+            waiter = finished.popleft()
+            if not waiter.done():
+                waiter.set_result(True)
 
     def expire_after(self, waiter: asyncio.Future[bool], timeout: float) -> None:
         """Settle ``waiter`` with False after ``timeout`` s unless it is settled before."""
@@ -97,7 +94,8 @@ class CallWaiters:
         for waiter, deadline in list(self._deadlines.items()):
             if deadline <= now:
                 del self._deadlines[waiter]
-                _settle(waiter, False)
+                if not waiter.done():
+                    waiter.set_result(False)
             else:
                 earliest = min(earliest, deadline)
         if earliest < math.inf:
@@ -177,8 +175,7 @@ class Bridge:
         """Run a device call on its call thread, waiting at most ``timeout`` seconds."""
         waiters = self._call_waiters(asyncio.get_running_loop())
         waiter: asyncio.Future[bool] = waiters.loop.create_future()
-        job = CallJob(func, args, kwargs, on_done=functools.partial(waiters.finished, waiter))
-        worker.enqueue(job)
+        job = worker.enqueue(func, args, kwargs, waiters.finished, waiter)
         if timeout is not None:
             waiters.expire_after(waiter, timeout)
         try:

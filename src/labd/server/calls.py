@@ -12,7 +12,8 @@ import inspect
 from typing import Any
 
 import orjson
-from fastapi import Request
+from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
 from labd.devices import DeviceBusy, is_query
 from labd.exceptions import DeviceTimeoutError
@@ -27,14 +28,20 @@ def _invalid(message: str) -> ApiError:
     return ApiError(400, f"invalid request: {message}", type_name="ValidationError")
 
 
+def _where(device_id: str, method: str) -> dict[str, Any]:
+    """The error context of a failed call (built only when one fails)."""
+    return {"device_id": device_id, "method": method}
+
+
 class _Method:
     """What a call needs to know about one device method, worked out once."""
 
-    __slots__ = ("func", "max_args", "min_args", "query", "signature")
+    __slots__ = ("action", "func", "max_args", "min_args", "query", "signature")
 
     def __init__(self, name: str, func: Any) -> None:
         self.func = func
         self.query = is_query(name, func)
+        self.action = f"call {name}"  # for the 409 when a task owns the device
         try:
             self.signature: inspect.Signature | None = inspect.signature(func)
         except (TypeError, ValueError):
@@ -61,6 +68,7 @@ class DeviceCaller:
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
         self._methods: dict[tuple[str, str], _Method] = {}
+        self._count = ctx.metrics.device_calls.inc
 
     def _method(self, device_id: str, name: str, func: Any) -> _Method:
         # inspect.signature costs more than all the other checks of a call together.
@@ -71,10 +79,7 @@ class DeviceCaller:
             known = self._methods[device_id, name] = _Method(name, func)
         return known
 
-    def _count(self, device_id: str, outcome: str) -> None:
-        self.ctx.metrics.device_calls.inc(device_id, outcome)
-
-    async def from_body(self, request: Request, device_id: str, body: bytes) -> bytes:
+    async def from_body(self, scope: Scope, device_id: str, body: bytes) -> bytes:
         """Parse a raw call body (the same rules as ``CallRequest``) and perform the call."""
         try:
             data = orjson.loads(body)
@@ -96,11 +101,11 @@ class DeviceCaller:
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
         ):
             raise _invalid("timeout: must be a number greater than 0")
-        return await self.perform(request, device_id, method, args, kwargs, timeout)
+        return await self.perform(scope, device_id, method, args, kwargs, timeout)
 
     async def perform(
         self,
-        request: Request,
+        scope: Scope,
         device_id: str,
         method: str,
         args: list[Any],
@@ -113,19 +118,19 @@ class DeviceCaller:
         """
         ctx = self.ctx
         record = ctx.device(device_id)
-        context = {"device_id": device_id, "method": method}
         original = record.methods.get(method)
-        if method.startswith("_") or original is None:
+        if original is None or method.startswith("_"):
             raise ApiError(
                 400,
                 f"device {device_id!r} has no public method {method!r}",
                 type_name="AttributeError",
-                context=context,
+                context=_where(device_id, method),
             )
         info = self._method(device_id, method, original)
-        ctx.require(request, "viewer" if info.query else "operator")
+        if ctx.auth.enabled:
+            ctx.require(HTTPConnection(scope), "viewer" if info.query else "operator")
         if not info.query:
-            ctx.ensure_not_owned(device_id, f"call {method}")
+            ctx.ensure_not_owned(device_id, info.action)
         try:
             info.check(args, kwargs)
         except TypeError as exc:
@@ -133,7 +138,7 @@ class DeviceCaller:
                 400,
                 f"bad arguments for {device_id}.{method}: {exc}",
                 type_name="TypeError",
-                context=context,
+                context=_where(device_id, method),
             ) from None
         func = getattr(record.device, method)
         wait = timeout if timeout is not None else ctx.call_timeout
@@ -141,14 +146,20 @@ class DeviceCaller:
             result = await ctx.bridge.call(record.worker, wait, func, *args, **kwargs)
         except DeviceBusy as exc:
             self._count(device_id, "busy")
-            raise ApiError(409, str(exc), type_name="DeviceBusy", context=context) from None
+            raise ApiError(
+                409, str(exc), type_name="DeviceBusy", context=_where(device_id, method)
+            ) from None
         except DeviceTimeoutError as exc:
             self._count(device_id, "timeout")
             ctx.daemon.record_error(device_id, exc, "framework", method=method)
-            raise ApiError(504, str(exc), type_name="DeviceTimeoutError", context=context) from None
+            raise ApiError(
+                504, str(exc), type_name="DeviceTimeoutError", context=_where(device_id, method)
+            ) from None
         except Exception as exc:
             self._count(device_id, "error")
             ctx.daemon.record_error(device_id, exc, "device", method=method)
-            raise ApiError(500, str(exc), origin="device", context=context, cause=exc) from None
+            raise ApiError(
+                500, str(exc), origin="device", context=_where(device_id, method), cause=exc
+            ) from None
         self._count(device_id, "ok")
         return encode_json({"result": result, "success": True}, lenient=True)

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import Request
 from fastapi.responses import Response
+from starlette.requests import HTTPConnection
 
 from labd.daemon import DeviceRecord, LabDaemon
 from labd.server.auth import Auth
@@ -36,7 +36,7 @@ class ServerContext:
     def __post_init__(self) -> None:
         self.auth = Auth(self.tokens, on_failure=self.metrics.auth_failures.inc)
 
-    def require(self, request: Request, role: str) -> str:
+    def require(self, request: HTTPConnection, role: str) -> str:
         return self.auth.require(request, role)
 
     def ensure_not_owned(self, device_id: str, action: str) -> None:

@@ -109,7 +109,7 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
     )
     async def call(request: Request, device_id: str, body: CallRequest) -> Response:
         reply = await caller.perform(
-            request, device_id, body.method, body.args, body.kwargs, body.timeout
+            request.scope, device_id, body.method, body.args, body.kwargs, body.timeout
         )
         return Response(reply, media_type="application/json")
 
