@@ -458,6 +458,31 @@ def test_call_worker_is_free_again_when_a_late_call_wakes_its_caller() -> None:
         assert worker.close(5.0)
 
 
+def test_call_worker_runs_or_drops_each_call_exactly_once_when_callers_give_up() -> None:
+    # Giving up races the call thread taking the job: each job must end run or dropped,
+    # never both and never neither, and the device must never stay marked busy.
+    worker = CallWorker("race")
+    ran: list[int] = []
+    outcomes = {"dropped": 0, "ran": 0}
+    try:
+        for i in range(3000):
+            job = worker.submit(ran.append, i)
+            if i % 2:
+                time.sleep(0)  # lets the call thread take some jobs first: both sides win
+            gave_up = worker.abandon(job)
+            assert wait_until(lambda j=job: j.done() and not worker.hung, 10), i
+            if job.dropped():
+                assert gave_up and i not in ran[-3:]
+                outcomes["dropped"] += 1
+            else:
+                assert ran[-1] == i and job.result() is None
+                outcomes["ran"] += 1
+        assert sorted(ran) == ran and len(ran) == len(set(ran)) == outcomes["ran"]
+        assert outcomes["dropped"] > 0 and outcomes["ran"] > 0  # both sides of the race
+    finally:
+        assert worker.close(5.0)
+
+
 def test_call_job_outcomes_and_callbacks() -> None:
     worker = CallWorker("jobs")
     release = threading.Event()

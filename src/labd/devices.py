@@ -217,15 +217,16 @@ _QUEUED, _RUNNING, _DONE, _DROPPED = range(4)
 class CallJob:
     """One call queued on a device's call thread and, once it has run, its outcome.
 
-    A lean future made by :meth:`CallWorker.submit`: its state changes under its
+    A lean future made by :meth:`CallWorker.enqueue`: its state changes under its
     worker's one lock, where ``concurrent.futures.Future`` builds a condition variable
     per call, and every remote call makes one.
     """
 
     __slots__ = (
-        "_callbacks",
         "_error",
         "_lock",
+        "_more",
+        "_on_done",
         "_state",
         "_value",
         "args",
@@ -251,7 +252,8 @@ class CallJob:
         self._state = _QUEUED
         self._value: Any = None
         self._error: BaseException | None = None
-        self._callbacks: list[Callable[[CallJob], None]] = [] if on_done is None else [on_done]
+        self._on_done = on_done
+        self._more: list[Callable[[CallJob], None]] | None = None  # add_done_callback's
 
     def done(self) -> bool:
         """True once the call has returned or raised, or was dropped unrun."""
@@ -279,17 +281,31 @@ class CallJob:
         """Call ``fn(job)`` when the job is done: on the call thread, or now if it is."""
         with self._lock:
             if self._state < _DONE:
-                self._callbacks.append(fn)
+                if self._more is None:
+                    self._more = []
+                self._more.append(fn)
                 return
         fn(self)
 
-    def _run_callbacks(self, callbacks: list[Callable[[CallJob], None]]) -> None:
-        # Outside the lock, after the job was settled: a callback may submit again.
-        for fn in callbacks:
+    def _settle(self, state: int, value: Any, error: BaseException | None) -> Callbacks:
+        # Under the worker's lock; the caller runs the returned callbacks outside it.
+        self._state, self._value, self._error = state, value, error
+        on_done, more = self._on_done, self._more
+        self._on_done = self._more = None
+        return on_done, more
+
+    def _notify(self, callbacks: Callbacks) -> None:
+        on_done, more = callbacks
+        for fn in (on_done,) if more is None else (on_done, *more):
+            if fn is None:
+                continue
             try:
                 fn(self)
             except Exception:
                 log.exception("a device call's done-callback failed")
+
+
+Callbacks = tuple[Callable[[CallJob], None] | None, list[Callable[[CallJob], None]] | None]
 
 
 class CallWorker:
@@ -306,8 +322,11 @@ class CallWorker:
     def __init__(self, device_id: str) -> None:
         self.device_id = device_id
         self._queue: queue.SimpleQueue[CallJob | None] = queue.SimpleQueue()
+        # Whoever takes a job out of _waiting owns it: the call thread runs it, or
+        # abandon() drops it. set.remove is atomic, so that needs no lock per call.
+        self._waiting: set[CallJob] = set()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()  # guards the worker and the state of its jobs
+        self._lock = threading.Lock()  # guards the worker and the outcome of its jobs
         self._hung: CallJob | None = None
         self._closed = False
 
@@ -350,6 +369,7 @@ class CallWorker:
                     target=self._run, name=f"labd-call-{self.device_id}", daemon=True
                 )
                 self._thread.start()
+            self._waiting.add(job)
             self._queue.put(job)  # under the lock: never after close()'s end marker
         return job
 
@@ -377,27 +397,30 @@ class CallWorker:
         Returns False when the job has finished after all (its outcome is there to use).
         """
         with self._lock:
-            if job._state == _RUNNING:
+            if job.done():
+                return False
+            try:
+                self._waiting.remove(job)
+            except KeyError:  # the call thread has it: running, or about to
                 self._hung = job
                 return True
-            if job._state != _QUEUED:
-                return False
-            job._state = _DROPPED
-            callbacks, job._callbacks = job._callbacks, []
-        job._run_callbacks(callbacks)
+            callbacks = job._settle(_DROPPED, None, None)
+        job._notify(callbacks)
         return True
 
     def _run(self) -> None:
         get = self._queue.get
+        waiting = self._waiting
         lock = self._lock
         while True:
             job = get()
             if job is None:
                 return
-            with lock:  # a job is either run or dropped by abandon(), never both
-                if job._state != _QUEUED:
-                    continue
-                job._state = _RUNNING
+            try:
+                waiting.remove(job)
+            except KeyError:  # dropped by abandon() while it waited in line
+                continue
+            job._state = _RUNNING
             value: Any = None
             error: BaseException | None = None
             try:
@@ -405,14 +428,13 @@ class CallWorker:
             except BaseException as exc:
                 error = exc
             with lock:
-                job._state, job._value, job._error = _DONE, value, error
-                callbacks, job._callbacks = job._callbacks, []
+                callbacks = job._settle(_DONE, value, error)
                 if self._hung is job:
                     self._hung = None
                     log.warning("late call to device %r has returned", self.device_id)
             # Waking the caller comes last: this thread then waits for work, so the woken
             # caller finds the interpreter free instead of blocking on it once more.
-            job._run_callbacks(callbacks)
+            job._notify(callbacks)
             del value, error, job, callbacks
 
     def close(self, timeout: float | None = 1.0) -> bool:
