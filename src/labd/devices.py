@@ -287,14 +287,14 @@ class CallJob:
                 return
         fn(self)
 
-    def _settle(self, state: int, value: Any, error: BaseException | None) -> Callbacks:
+    def _settle(self, state: int, value: Any, error: BaseException | None) -> _Callbacks:
         # Under the worker's lock; the caller runs the returned callbacks outside it.
         self._state, self._value, self._error = state, value, error
         on_done, more = self._on_done, self._more
         self._on_done = self._more = None
         return on_done, more
 
-    def _notify(self, callbacks: Callbacks) -> None:
+    def _notify(self, callbacks: _Callbacks) -> None:
         on_done, more = callbacks
         for fn in (on_done,) if more is None else (on_done, *more):
             if fn is None:
@@ -305,7 +305,7 @@ class CallJob:
                 log.exception("a device call's done-callback failed")
 
 
-Callbacks = tuple[Callable[[CallJob], None] | None, list[Callable[[CallJob], None]] | None]
+_Callbacks = tuple[Callable[[CallJob], None] | None, list[Callable[[CallJob], None]] | None]
 
 
 class CallWorker:
