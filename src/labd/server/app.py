@@ -19,7 +19,7 @@ from starlette.types import Message, Receive, Scope, Send
 import labd
 from labd.daemon import LabDaemon
 from labd.server.auth import redact_query
-from labd.server.calls import DeviceCaller
+from labd.server.calls import DeviceCaller, parse_call
 from labd.server.context import ServerContext, json_response
 from labd.server.errors import (
     ApiError,
@@ -240,7 +240,8 @@ class LabdApp:
         Returns the status sent.
         """
         try:
-            reply = await self.caller.from_body(scope, device_id, body)
+            method, args, kwargs, timeout = parse_call(body)
+            reply = await self.caller.perform(scope, device_id, method, args, kwargs, timeout)
         except ApiError as exc:
             response = api_error_response(exc)
             await response(scope, receive, send)

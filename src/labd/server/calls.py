@@ -1,9 +1,9 @@
 """Remote device calls: the checks, the timed call and its outcome, in one place.
 
 Calls are the hot path of the HTTP API, so ``LabdApp`` answers
-``POST /devices/{id}/call`` straight from ASGI with :meth:`DeviceCaller.from_body`,
-skipping the framework's routing and validation; the FastAPI route (kept for the
-OpenAPI description) goes through the same :meth:`DeviceCaller.perform`.
+``POST /devices/{id}/call`` straight from ASGI with :func:`parse_call` and
+:meth:`DeviceCaller.perform`, skipping the framework's routing and validation; the
+FastAPI route (kept for the OpenAPI description) goes through the same ``perform``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from labd.server.context import ServerContext
 from labd.server.errors import ApiError
 from labd.wire import encode_json
 
-__all__ = ["DeviceCaller"]
+__all__ = ["DeviceCaller", "parse_call"]
 
 
 def _invalid(message: str) -> ApiError:
@@ -31,6 +31,31 @@ def _invalid(message: str) -> ApiError:
 def _where(device_id: str, method: str) -> dict[str, Any]:
     """The error context of a failed call (built only when one fails)."""
     return {"device_id": device_id, "method": method}
+
+
+def parse_call(body: bytes) -> tuple[str, list[Any], dict[str, Any], float | None]:
+    """A raw call body's ``(method, args, kwargs, timeout)``, by the rules of ``CallRequest``."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise _invalid("body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise _invalid("body must be a JSON object")
+    method = data.get("method")
+    args = data.get("args", [])
+    kwargs = data.get("kwargs", {})
+    timeout = data.get("timeout")
+    if not isinstance(method, str) or not method:
+        raise _invalid("method: a non-empty string is required")
+    if not isinstance(args, list):
+        raise _invalid("args: must be a list")
+    if not isinstance(kwargs, dict):
+        raise _invalid("kwargs: must be an object")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        raise _invalid("timeout: must be a number greater than 0")
+    return method, args, kwargs, timeout
 
 
 class _Method:
@@ -78,30 +103,6 @@ class DeviceCaller:
                 self._methods.clear()
             known = self._methods[device_id, name] = _Method(name, func)
         return known
-
-    async def from_body(self, scope: Scope, device_id: str, body: bytes) -> bytes:
-        """Parse a raw call body (the same rules as ``CallRequest``) and perform the call."""
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise _invalid("body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise _invalid("body must be a JSON object")
-        method = data.get("method")
-        args = data.get("args", [])
-        kwargs = data.get("kwargs", {})
-        timeout = data.get("timeout")
-        if not isinstance(method, str) or not method:
-            raise _invalid("method: a non-empty string is required")
-        if not isinstance(args, list):
-            raise _invalid("args: must be a list")
-        if not isinstance(kwargs, dict):
-            raise _invalid("kwargs: must be an object")
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-        ):
-            raise _invalid("timeout: must be a number greater than 0")
-        return await self.perform(scope, device_id, method, args, kwargs, timeout)
 
     async def perform(
         self,
