@@ -195,9 +195,30 @@ class LabdApp:
                     await response(scope, receive, send)
                     return
                 device_id = _call_target(scope)
-                if device_id is not None:  # validates its own body
+                if device_id is not None:  # the hot path, without the framework's routing
                     scope["route"] = _CALL_ROUTE
-                    status = await self._call(scope, receive, send, device_id, body)
+                    try:
+                        method, args, kwargs, timeout = parse_call(body)
+                        reply = await self.caller.perform(
+                            scope, device_id, method, args, kwargs, timeout
+                        )
+                    except ApiError as exc:
+                        response = api_error_response(exc)
+                        status = response.status_code
+                        await response(scope, receive, send)
+                        return
+                    status = 200
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 200,
+                            "headers": [
+                                _JSON_CONTENT_TYPE,
+                                (b"content-length", str(len(reply)).encode()),
+                            ],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": reply})
                     return
                 if body.strip() and not _is_json_object(body):
                     status = 400
@@ -231,25 +252,6 @@ class LabdApp:
                     status,
                     (time.perf_counter() - started) * 1000,
                 )
-
-    async def _call(
-        self, scope: Scope, receive: Receive, send: Send, device_id: str, body: bytes
-    ) -> int:
-        """``POST /devices/{id}/call`` without the framework's routing: the hot path.
-
-        Returns the status sent.
-        """
-        try:
-            method, args, kwargs, timeout = parse_call(body)
-            reply = await self.caller.perform(scope, device_id, method, args, kwargs, timeout)
-        except ApiError as exc:
-            response = api_error_response(exc)
-            await response(scope, receive, send)
-            return response.status_code
-        headers = [_JSON_CONTENT_TYPE, (b"content-length", str(len(reply)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": reply})
-        return 200
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         limit = self.ctx.max_body_bytes
