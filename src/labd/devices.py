@@ -287,25 +287,16 @@ class CallJob:
                 return
         fn(self)
 
-    def _settle(self, state: int, value: Any, error: BaseException | None) -> _Callbacks:
-        # Under the worker's lock; the caller runs the returned callbacks outside it.
-        self._state, self._value, self._error = state, value, error
+    def _notify(self) -> None:
+        # Once the job is settled (under the lock), nothing else touches its callbacks.
         on_done, more = self._on_done, self._more
         self._on_done = self._more = None
-        return on_done, more
-
-    def _notify(self, callbacks: _Callbacks) -> None:
-        on_done, more = callbacks
         for fn in (on_done,) if more is None else (on_done, *more):
-            if fn is None:
-                continue
-            try:
-                fn(self)
-            except Exception:
-                log.exception("a device call's done-callback failed")
-
-
-_Callbacks = tuple[Callable[[CallJob], None] | None, list[Callable[[CallJob], None]] | None]
+            if fn is not None:
+                try:
+                    fn(self)
+                except Exception:
+                    log.exception("a device call's done-callback failed")
 
 
 class CallWorker:
@@ -404,8 +395,8 @@ class CallWorker:
             except KeyError:  # the call thread has it: running, or about to
                 self._hung = job
                 return True
-            callbacks = job._settle(_DROPPED, None, None)
-        job._notify(callbacks)
+            job._state = _DROPPED
+        job._notify()
         return True
 
     def _run(self) -> None:
@@ -428,14 +419,14 @@ class CallWorker:
             except BaseException as exc:
                 error = exc
             with lock:
-                callbacks = job._settle(_DONE, value, error)
+                job._state, job._value, job._error = _DONE, value, error
                 if self._hung is job:
                     self._hung = None
                     log.warning("late call to device %r has returned", self.device_id)
             # Waking the caller comes last: this thread then waits for work, so the woken
             # caller finds the interpreter free instead of blocking on it once more.
-            job._notify(callbacks)
-            del value, error, job, callbacks
+            job._notify()
+            del value, error, job
 
     def close(self, timeout: float | None = 1.0) -> bool:
         """Stop the worker thread after queued calls; returns False if it is still busy."""
