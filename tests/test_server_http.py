@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import threading
@@ -10,15 +11,19 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
+import labd as ld
 from helpers import wait_until
 from labd.server import LabDaemonServer
+from labd.server.app import create_app
 from labd.wire import parse_timestamp
 from test_server_support import (
     GATES,
     TIMEOUT,
     TOKENS,
+    Adder,
     Served,
     assert_error,
     serve,
@@ -449,6 +454,45 @@ def test_oversized_bodies_are_413(serve: Callable[..., Served]) -> None:
     assert_error(lab.http.post("/devices/adder/call", content=chunks()), 413)
     small = lab.http.post("/devices/adder/call", json={"method": "add", "args": [1, 2]})
     assert small.json()["result"] == 3
+
+
+def test_a_body_in_several_messages_is_joined_and_counted_against_the_limit() -> None:
+    # Straight through ASGI, so that the body surely arrives in pieces.
+    lab = ld.LabDaemon()
+    lab.add_device("adder", Adder)
+    app = create_app(lab, max_body_bytes=64)
+
+    def request(*pieces: bytes) -> tuple[int, bytes]:
+        messages = [
+            {"type": "http.request", "body": p, "more_body": i < len(pieces) - 1}
+            for i, p in enumerate(pieces)
+        ]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/devices/adder/call",
+            "headers": [(b"content-type", b"application/json")],
+            "query_string": b"",
+        }
+        asyncio.run(app(scope, receive, send))
+        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        return sent[0]["status"], body
+
+    try:
+        status, body = request(b'{"method": "ad', b'd", "args": ', b"[2, 3]}")
+        assert status == 200 and orjson.loads(body)["result"] == 5
+        status, body = request(b'{"method": "add", "args": [', b"1" * 40, b"]}")
+        assert status == 413 and orjson.loads(body)["error"]["type"] == "PayloadTooLarge"
+    finally:
+        lab.shutdown()
 
 
 # -- tasks ---------------------------------------------------------------------------------

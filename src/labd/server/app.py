@@ -268,10 +268,12 @@ class LabdApp:
             message = await receive()
             if message["type"] == "http.disconnect":
                 break
-            chunk = message.get("body", b"")
+            chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 return None
+            if not message.get("more_body", False) and not chunks:
+                return chunk  # the usual case: the whole body in one message
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -292,12 +294,13 @@ _JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 
 def _call_target(scope: Scope) -> str | None:
     """The device id when the request is ``POST /devices/{id}/call``."""
-    if scope["method"] != "POST":
+    path: str = scope["path"]
+    if scope["method"] != "POST" or not path.startswith("/devices/") or not path.endswith("/call"):
         return None
-    parts = scope["path"].split("/")
-    if len(parts) == 4 and parts[1] == "devices" and parts[3] == "call" and parts[2]:
-        return unquote(parts[2])
-    return None
+    device_id = path[9:-5]
+    if not device_id or "/" in device_id:
+        return None
+    return unquote(device_id)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -38,11 +38,8 @@ class Auth:
             if not token:
                 raise ValueError("tokens must be non-empty strings")
         self._tokens = tokens
+        self.enabled = bool(tokens)  # False: every caller is admin
         self._on_failure = on_failure
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self._tokens)
 
     def role_of(self, request: HTTPConnection) -> str | None:
         """The caller's role; raises 401 for a missing or unknown token (when auth is on)."""
