@@ -291,12 +291,16 @@ class CallJob:
         # Once the job is settled (under the lock), nothing else touches its callbacks.
         on_done, more = self._on_done, self._more
         self._on_done = self._more = None
-        for fn in (on_done,) if more is None else (on_done, *more):
-            if fn is not None:
-                try:
-                    fn(self)
-                except Exception:
-                    log.exception("a device call's done-callback failed")
+        if on_done is not None:
+            self._run_callback(on_done)
+        for fn in more or ():
+            self._run_callback(fn)
+
+    def _run_callback(self, fn: Callable[[CallJob], None]) -> None:
+        try:
+            fn(self)
+        except Exception:
+            log.exception("a device call's done-callback failed")
 
 
 class CallWorker:
