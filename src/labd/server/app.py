@@ -208,16 +208,7 @@ class LabdApp:
                         await response(scope, receive, send)
                         return
                     status = 200
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 200,
-                            "headers": [
-                                _JSON_CONTENT_TYPE,
-                                (b"content-length", str(len(reply)).encode()),
-                            ],
-                        }
-                    )
+                    await send(_json_start(len(reply)))
                     await send({"type": "http.response.body", "body": reply})
                     return
                 if body.strip() and not _is_json_object(body):
@@ -290,6 +281,12 @@ def _is_json_object(body: bytes) -> bool:
 
 _CALL_ROUTE = SimpleNamespace(path="/devices/{device_id}/call")
 _JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+
+
+def _json_start(length: int) -> Message:
+    """The start of a 200 JSON reply of ``length`` bytes."""
+    headers = [_JSON_CONTENT_TYPE, (b"content-length", str(length).encode())]
+    return {"type": "http.response.start", "status": 200, "headers": headers}
 
 
 def _call_target(scope: Scope) -> str | None:
