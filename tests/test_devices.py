@@ -516,6 +516,42 @@ def test_call_job_outcomes_and_callbacks() -> None:
         assert worker.close(5.0)
 
 
+def _close_while_submitting(submitters: int, calls: int) -> None:
+    worker = CallWorker("closing")
+    worker.call(5.0, int)  # the call thread is up
+    accepted: list[CallJob] = []
+    refused = 0
+    start = threading.Barrier(submitters + 1)
+
+    def submitter() -> None:
+        nonlocal refused
+        start.wait(5)
+        for _ in range(calls):
+            try:
+                accepted.append(worker.submit(int))
+            except RuntimeError:
+                refused += 1
+
+    threads = [threading.Thread(target=submitter) for _ in range(submitters)]
+    for t in threads:
+        t.start()
+    start.wait(5)
+    assert worker.close(10.0)
+    for t in threads:
+        t.join(10)
+    assert len(accepted) + refused == submitters * calls
+    assert all(job.done() for job in accepted)
+    assert not worker._waiting
+    with pytest.raises(RuntimeError):
+        worker.submit(int)
+
+
+def test_calls_queued_while_a_worker_closes_run_or_are_refused_never_stranded() -> None:
+    # enqueue takes no lock: a job queued after close()'s end marker must be taken back.
+    for _ in range(20):
+        _close_while_submitting(submitters=4, calls=200)
+
+
 def test_call_worker_close_reports_a_busy_thread_and_refuses_new_calls() -> None:
     worker = CallWorker("stuck")
     release = threading.Event()

@@ -491,6 +491,8 @@ def test_a_body_in_several_messages_is_joined_and_counted_against_the_limit() ->
         assert status == 200 and orjson.loads(body)["result"] == 5
         status, body = request(b'{"method": "add", "args": [', b"1" * 40, b"]}")
         assert status == 413 and orjson.loads(body)["error"]["type"] == "PayloadTooLarge"
+        status, body = request(b'{"method": "add", "args": [' + b"1" * 60 + b"]}")
+        assert status == 413 and orjson.loads(body)["error"]["type"] == "PayloadTooLarge"
     finally:
         lab.shutdown()
 

@@ -292,7 +292,10 @@ class CallJob:
         on_done, more = self._on_done, self._more
         self._on_done = self._more = None
         if on_done is not None:
-            self._run_callback(on_done)
+            try:  # the one callback of every remote call: no helper call in between
+                on_done(self)
+            except Exception:
+                log.exception("a device call's done-callback failed")
         for fn in more or ():
             self._run_callback(fn)
 
@@ -350,23 +353,38 @@ class CallWorker:
 
         ``tag`` is kept on the job for ``on_done`` to use (it saves a closure per call).
         """
+        if self._hung is not None:
+            raise DeviceBusy(
+                f"device {self.device_id!r} is busy: an earlier call timed out and is still running"
+            )
+        if self._thread is None:
+            self._start()
         job = CallJob(self._lock, func, args, kwargs, on_done, tag)
+        self._waiting.add(job)
+        self._queue.put(job)
+        # close() marks the worker closed before it queues the end marker, so a job
+        # queued after that marker sees the mark here and is taken back unrun.
+        if self._closed and self._take(job):
+            raise RuntimeError(f"device {self.device_id!r} has been removed")
+        return job
+
+    def _start(self) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"device {self.device_id!r} has been removed")
-            if self._hung is not None:
-                raise DeviceBusy(
-                    f"device {self.device_id!r} is busy: an earlier call timed out and is"
-                    " still running"
-                )
             if self._thread is None:  # it only ends at close(), after which none start
                 self._thread = threading.Thread(
                     target=self._run, name=f"labd-call-{self.device_id}", daemon=True
                 )
                 self._thread.start()
-            self._waiting.add(job)
-            self._queue.put(job)  # under the lock: never after close()'s end marker
-        return job
+
+    def _take(self, job: CallJob) -> bool:
+        """Claim a queued job (True), unless the call thread has claimed it already."""
+        try:
+            self._waiting.remove(job)
+        except KeyError:
+            return False
+        return True
 
     def call(
         self, timeout: float | None, func: Callable[..., Any], *args: Any, **kwargs: Any
@@ -394,9 +412,7 @@ class CallWorker:
         with self._lock:
             if job.done():
                 return False
-            try:
-                self._waiting.remove(job)
-            except KeyError:  # the call thread has it: running, or about to
+            if not self._take(job):  # the call thread has it: running, or about to
                 self._hung = job
                 return True
             job._state = _DROPPED

@@ -181,10 +181,14 @@ class LabdApp:
             await self.app(scope, receive, send)
             return
         status = 500
+        labels: tuple[str, str, str] | None = None  # the request's metric labels, when known
         started = time.perf_counter()
         try:
             if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
-                body = await self._read_body(scope, receive)
+                first = await receive()
+                body = first.get("body", b"")
+                if first.get("more_body", False) or len(body) > self.ctx.max_body_bytes:
+                    body = await self._read_rest(scope, receive, first)
                 if body is None:
                     status = 413
                     response = error_response(
@@ -194,7 +198,7 @@ class LabdApp:
                     )
                     await response(scope, receive, send)
                     return
-                device_id = _call_target(scope)
+                device_id = _call_target(scope["path"]) if scope["method"] == "POST" else None
                 if device_id is not None:  # the hot path, without the framework's routing
                     scope["route"] = _CALL_ROUTE
                     try:
@@ -207,7 +211,7 @@ class LabdApp:
                         status = response.status_code
                         await response(scope, receive, send)
                         return
-                    status = 200
+                    status, labels = 200, _CALL_OK
                     await send(_json_start(len(reply)))
                     await send({"type": "http.response.body", "body": reply})
                     return
@@ -230,9 +234,11 @@ class LabdApp:
 
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.ctx.metrics.http_requests.inc(scope["method"], template, str(status))
+            if labels is None:
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                labels = (scope["method"], template, str(status))
+            self.ctx.metrics.http_requests.add(labels)
             if access_log.isEnabledFor(logging.INFO):
                 query = scope.get("query_string", b"").decode("latin-1")
                 path = scope["path"] + ("?" + redact_query(query) if query else "")
@@ -244,7 +250,8 @@ class LabdApp:
                     (time.perf_counter() - started) * 1000,
                 )
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+    async def _read_rest(self, scope: Scope, receive: Receive, first: Message) -> bytes | None:
+        """The whole body, from its ``first`` message on; None when it is over the limit."""
         limit = self.ctx.max_body_bytes
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
@@ -255,19 +262,18 @@ class LabdApp:
                     pass
         chunks: list[bytes] = []
         size = 0
+        message = first
         while True:
-            message = await receive()
             if message["type"] == "http.disconnect":
                 break
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 return None
-            if not message.get("more_body", False) and not chunks:
-                return chunk  # the usual case: the whole body in one message
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+            message = await receive()
         return b"".join(chunks)
 
 
@@ -280,6 +286,7 @@ def _is_json_object(body: bytes) -> bool:
 
 
 _CALL_ROUTE = SimpleNamespace(path="/devices/{device_id}/call")
+_CALL_OK = ("POST", _CALL_ROUTE.path, "200")
 _JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 
 
@@ -289,15 +296,14 @@ def _json_start(length: int) -> Message:
     return {"type": "http.response.start", "status": 200, "headers": headers}
 
 
-def _call_target(scope: Scope) -> str | None:
-    """The device id when the request is ``POST /devices/{id}/call``."""
-    path: str = scope["path"]
-    if scope["method"] != "POST" or not path.startswith("/devices/") or not path.endswith("/call"):
+def _call_target(path: str) -> str | None:
+    """The device id when ``path`` is ``/devices/{id}/call``."""
+    if not path.startswith("/devices/") or not path.endswith("/call"):
         return None
     device_id = path[9:-5]
     if not device_id or "/" in device_id:
         return None
-    return unquote(device_id)
+    return unquote(device_id) if "%" in device_id else device_id
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -95,13 +95,11 @@ class DeviceCaller:
         self._methods: dict[tuple[str, str], _Method] = {}
         self._count = ctx.metrics.device_calls.inc
 
-    def _method(self, device_id: str, name: str, func: Any) -> _Method:
-        # inspect.signature costs more than all the other checks of a call together.
-        known = self._methods.get((device_id, name))
-        if known is None or known.func is not func:
-            if len(self._methods) > 4096:  # devices come and go: stay bounded
-                self._methods.clear()
-            known = self._methods[device_id, name] = _Method(name, func)
+    def _learn(self, device_id: str, name: str, func: Any) -> _Method:
+        # Kept per method: inspect.signature costs more than all of a call's other checks.
+        if len(self._methods) > 4096:  # devices come and go: stay bounded
+            self._methods.clear()
+        known = self._methods[device_id, name] = _Method(name, func)
         return known
 
     async def perform(
@@ -119,21 +117,24 @@ class DeviceCaller:
         """
         ctx = self.ctx
         record = ctx.device(device_id)
-        original = record.methods.get(method)
-        if original is None or method.startswith("_"):
+        original = record.methods.get(method)  # public methods only
+        if original is None:
             raise ApiError(
                 400,
                 f"device {device_id!r} has no public method {method!r}",
                 type_name="AttributeError",
                 context=_where(device_id, method),
             )
-        info = self._method(device_id, method, original)
+        info = self._methods.get((device_id, method))
+        if info is None or info.func is not original:
+            info = self._learn(device_id, method, original)
         if ctx.auth.enabled:
             ctx.require(HTTPConnection(scope), "viewer" if info.query else "operator")
-        if not info.query:
+        if not info.query and ctx.daemon.owner_of(device_id) is not None:
             ctx.ensure_not_owned(device_id, info.action)
         try:
-            info.check(args, kwargs)
+            if kwargs or not info.min_args <= len(args) <= info.max_args:
+                info.check(args, kwargs)
         except TypeError as exc:
             raise ApiError(
                 400,

@@ -31,6 +31,11 @@ class Tally:
         counts = self.counts
         counts[values] = counts.get(values, 0) + 1
 
+    def add(self, values: tuple[str, ...]) -> None:
+        """``inc(*values)`` for labels already in a tuple (a constant one costs nothing)."""
+        counts = self.counts
+        counts[values] = counts.get(values, 0) + 1
+
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
         for values, count in list(self.counts.items()):
