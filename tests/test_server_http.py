@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -234,6 +235,18 @@ def test_call_results_and_errors(lab: Served) -> None:
     assert "bad value" in failed["message"]
     assert "ValueError" in failed["traceback"]
     assert failed["context"]["method"] == "fail"
+
+
+def test_device_ids_that_need_escaping_reach_their_device(lab: Served) -> None:
+    # ASGI hands the app a decoded path: the id must not be decoded a second time.
+    for device_id in ("stage x", "50%41", "über"):
+        lab.daemon.add_device(device_id, "Adder")
+        path = f"/devices/{quote(device_id, safe='')}"
+        assert lab.http.get(path).json()["device_id"] == device_id
+        reply = post(lab, f"{path}/call", {"method": "add", "args": [2, 2]})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["result"] == 4
+    assert_error(post(lab, "/devices/50A/call", {"method": "add", "args": [1, 1]}), 404)
 
 
 def test_argument_check_agrees_with_signature_bind() -> None:

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import unquote
 
 import orjson
 from fastapi import FastAPI, Request
@@ -297,13 +296,13 @@ def _json_start(length: int) -> Message:
 
 
 def _call_target(path: str) -> str | None:
-    """The device id when ``path`` is ``/devices/{id}/call``."""
+    """The device id when ``path`` is ``/devices/{id}/call`` (ASGI paths come decoded)."""
     if not path.startswith("/devices/") or not path.endswith("/call"):
         return None
     device_id = path[9:-5]
     if not device_id or "/" in device_id:
         return None
-    return unquote(device_id) if "%" in device_id else device_id
+    return device_id
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -28,8 +28,7 @@ class Tally:
         registry.register(self)
 
     def inc(self, *values: str) -> None:
-        counts = self.counts
-        counts[values] = counts.get(values, 0) + 1
+        self.add(values)
 
     def add(self, values: tuple[str, ...]) -> None:
         """``inc(*values)`` for labels already in a tuple (a constant one costs nothing)."""
