@@ -133,8 +133,7 @@ class DeviceCaller:
         if not info.query and ctx.daemon.owner_of(device_id) is not None:
             ctx.ensure_not_owned(device_id, info.action)
         try:
-            if kwargs or not info.min_args <= len(args) <= info.max_args:
-                info.check(args, kwargs)
+            info.check(args, kwargs)
         except TypeError as exc:
             raise ApiError(
                 400,
