@@ -30,14 +30,23 @@ def labd_threads(containing: str = "") -> list[threading.Thread]:
 
 
 class Collector:
-    """A stream subscriber that keeps what it gets and sets ``enough`` at ``n`` items."""
+    """A stream subscriber that keeps what it gets and sets ``enough`` at ``n`` items.
+
+    Pass ``on_end=collector.on_end`` to also learn when the stream ends (``ended``).
+    """
 
     def __init__(self, n: int = 5) -> None:
         self.items: list[Any] = []
         self.n = n
         self.enough = threading.Event()
+        self.ended = threading.Event()
+        self.end_error: BaseException | None = None
 
     def __call__(self, datum: Any) -> None:
         self.items.append(datum)
         if len(self.items) >= self.n:
             self.enough.set()
+
+    def on_end(self, error: BaseException | None) -> None:
+        self.end_error = error
+        self.ended.set()

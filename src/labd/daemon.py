@@ -12,7 +12,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from labd.devices import CallJob, CallWorker, describe_methods, instantiate, wrap_device
+from labd.devices import (
+    CallJob,
+    CallWorker,
+    check_device_class,
+    describe_methods,
+    instantiate,
+    wrap_device,
+)
 from labd.events import EventBus
 from labd.exceptions import (
     DeviceConfigurationError,
@@ -129,6 +136,7 @@ class LabDaemon:
         with self._lock:
             if device_id in self._devices:
                 raise DuplicateDeviceError(f"device {device_id!r} already exists")
+        check_device_class(cls, device_id)
         device = instantiate(cls, device_id, params)
         record = DeviceRecord(device_id, type_name, device)
         record.methods = wrap_device(device, record.lock)
@@ -138,7 +146,7 @@ class LabDaemon:
                 raise DuplicateDeviceError(f"device {device_id!r} already exists")
             self._devices[device_id] = record
             self._by_object[id(device)] = record
-            record.stream = self.streams.attach(device_id, device)
+            record.stream = self.streams.attach(device_id, device, record.methods)
         self.events.publish("device_added", device_id=device_id, device_type=type_name)
         return device
 
@@ -169,7 +177,7 @@ class LabDaemon:
                 self._set_connected(record, _state)
                 return result
 
-            setattr(device, name, functools.wraps(locked)(tracked))
+            object.__setattr__(device, name, functools.wraps(locked)(tracked))
 
     def _set_connected(self, record: DeviceRecord, connected: bool) -> None:
         if record.connected == connected:

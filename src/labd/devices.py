@@ -34,6 +34,7 @@ __all__ = [
     "CallJob",
     "CallWorker",
     "DeviceBusy",
+    "check_device_class",
     "describe_methods",
     "instantiate",
     "is_query",
@@ -125,19 +126,55 @@ def public_methods(cls: type) -> list[str]:
     return names
 
 
+def check_device_class(cls: type, device_id: str) -> None:
+    """Refuse, before anything is built, a class whose instances labd cannot adapt.
+
+    Raises :class:`DeviceConfigurationError` naming the device, the class and the reason:
+    instances without a ``__dict__`` (``__slots__``) cannot take ``_ld_lock`` or method
+    wrappers, and ``async def`` or generator methods would run their bodies after the
+    call returned, outside the device lock, and cannot be called over the network.
+    """
+    where = f"device {device_id!r} ({cls.__qualname__})"
+    if not getattr(cls, "__dictoffset__", 1):
+        raise DeviceConfigurationError(
+            f"{where}: its instances have no __dict__ (the class uses __slots__), so labd"
+            " cannot add _ld_lock and its method wrappers; add '__dict__' to __slots__"
+        )
+    for name in public_methods(cls):
+        func = inspect.getattr_static(cls, name)
+        if isinstance(func, staticmethod | classmethod):
+            func = func.__func__
+        func = inspect.unwrap(func)
+        if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+            raise DeviceConfigurationError(
+                f"{where}: method {name!r} is 'async def'; labd runs device methods on"
+                " threads under the device lock and cannot await them: make it a plain"
+                " 'def' (it may use asyncio.run inside)"
+            )
+        if inspect.isgeneratorfunction(func):
+            raise DeviceConfigurationError(
+                f"{where}: method {name!r} is a generator; its body would run after the"
+                " call returned, outside the device lock, and cannot be sent over the"
+                " network: return a list (or make it private, '_name')"
+            )
+
+
 def wrap_device(obj: Any, lock: threading.RLock) -> dict[str, Callable[..., Any]]:
     """Inject ``_ld_lock`` and wrap each public method in it.
 
-    Returns ``{name: original bound method}``.
+    Returns ``{name: original bound method}``. Attributes are set with
+    ``object.__setattr__``: a device's own ``__setattr__`` (one that forwards settings to
+    the instrument, or refuses unknown names) is for its users, not for labd's parts.
     """
-    obj._ld_lock = lock
+    set_attribute = object.__setattr__
+    set_attribute(obj, "_ld_lock", lock)
     originals: dict[str, Callable[..., Any]] = {}
     for name in public_methods(type(obj)):
         bound = getattr(obj, name)
         originals[name] = bound
         if name in STREAMING_METHODS:
             continue
-        setattr(obj, name, _locked(bound, lock))
+        set_attribute(obj, name, _locked(bound, lock))
     return originals
 
 

@@ -6,6 +6,7 @@
     │   ├── DeviceNotConnectedError
     │   ├── DeviceTimeoutError         a device call outlived its timeout
     │   ├── DeviceConfigurationError
+    │   │   └── DeviceArgumentError    arguments do not fit the method (also TypeError)
     │   ├── DeviceOperationError
     │   │   └── ErrorBudgetExhausted   a stream gave up after N failures in a row
     │   └── DeviceOwnedError           a task holds the device
@@ -28,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "DeviceArgumentError",
     "DeviceBusyError",
     "DeviceConfigurationError",
     "DeviceConnectionError",
@@ -75,6 +77,10 @@ class DeviceTimeoutError(DeviceError, TimeoutError):
 
 class DeviceConfigurationError(DeviceError):
     """The device's parameters are wrong."""
+
+
+class DeviceArgumentError(DeviceConfigurationError, TypeError):
+    """The arguments given to a device method do not fit its signature."""
 
 
 class DeviceOperationError(DeviceError):

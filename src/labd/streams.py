@@ -12,6 +12,14 @@ Lifecycle of a device stream (``DeviceStream.state``)::
     idle --subscribe--> starting --device started--> running --stop/ended--> stopping --> idle
                            \\--device start raised--> idle
 
+Calls from outside the device (scripts, tasks, the daemon, the server) reach the hub's
+versions of the streaming trio, installed on the instance; the device's own code calling
+``self.is_streaming()``, ``self.start_streaming(...)`` or ``self.stop_streaming()`` reaches
+its own methods, as in plain Python (see :func:`own_code`). The hub learns of a stream the
+device stopped by itself through ``is_streaming()``: its watcher ends the stream for
+every subscriber once that reads False twice in a row, so a device that restarts its own
+loop quickly keeps its subscribers.
+
 Locks: the hub never holds the device's ``_ld_lock`` while it starts or stops the device,
 and releases it if the calling thread holds it (a ``disconnect()`` that stops its own
 stream), the way ``threading.Condition.wait`` does, so stopping can never deadlock
@@ -23,13 +31,15 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from types import CodeType
 from typing import Any
 
-from labd.exceptions import DeviceError
+from labd.exceptions import DeviceArgumentError, DeviceError
 from labd.ring import EventRing, RingEvent
 from labd.streaming import BackpressureQueue
 from labd.wire import Origin, encode_json, encode_stream_envelope, error_object, sse_frame
@@ -46,6 +56,8 @@ RESERVED_KWARGS = ("queue_size", "on_end")
 
 _TRANSITION_TIMEOUT = 30.0
 _WATCH_INTERVAL = 0.2
+#: Consecutive False reads of ``is_streaming()`` after which the watcher ends a stream.
+_DEAD_READS = 2
 
 
 class Subscription:
@@ -209,19 +221,35 @@ def _accepts_timeout(func: Callable[..., Any]) -> bool:
 class DeviceStream:
     """The single stream of one device, its subscribers and its history ring."""
 
-    def __init__(self, hub: StreamHub, device_id: str, device: Any) -> None:
+    def __init__(
+        self,
+        hub: StreamHub,
+        device_id: str,
+        device: Any,
+        methods: Mapping[str, Callable[..., Any]] | None = None,
+    ) -> None:
         self.hub = hub
         self.device_id = device_id
         self._lock = getattr(device, "_ld_lock", None)
-        self._device_start: Callable[..., Any] | None = getattr(device, "start_streaming", None)
-        self._device_stop: Callable[..., Any] | None = getattr(device, "stop_streaming", None)
-        self._device_is_streaming: Callable[[], Any] | None = getattr(device, "is_streaming", None)
+        # The device's own trio, as its class defines it (``methods``: the originals that
+        # wrap_device recorded). Looked up on the class, never through ``__getattr__``.
+        if methods is None:
+            methods = {
+                name: getattr(device, name)
+                for name in ("start_streaming", "stop_streaming", "is_streaming")
+                if callable(inspect.getattr_static(device, name, None))
+            }
+        self._device_start: Callable[..., Any] | None = methods.get("start_streaming")
+        self._device_stop: Callable[..., Any] | None = methods.get("stop_streaming")
+        self._device_is_streaming: Callable[[], Any] | None = methods.get("is_streaming")
         self._stop_takes_timeout = self._device_stop is not None and _accepts_timeout(
             self._device_stop
         )
+        self._start_signature = _signature(self._device_start)
         self._cond = threading.Condition(threading.Lock())
         self.state = "idle"
         self.run = 0
+        self.args: tuple[Any, ...] = ()
         self.kwargs: dict[str, Any] = {}
         self.explicit = False
         self.remote_readers = 0
@@ -233,6 +261,9 @@ class DeviceStream:
         self._emit_lock = threading.Lock()
         self._emit_threads: frozenset[threading.Thread] = frozenset()
         self._stop_requested = False
+        self._starter: threading.Thread | None = None  # the thread in the device's start
+        self._dead_reads = 0  # consecutive False reads of the device's is_streaming()
+        self._stopped_itself = False  # the device's own code called its stop_streaming
         self.ring: EventRing | None = None
         self.last_error: BaseException | None = None
 
@@ -255,6 +286,7 @@ class DeviceStream:
         callback: Callable[..., Any] | None,
         kwargs: dict[str, Any] | None = None,
         *,
+        args: tuple[Any, ...] = (),
         queue_size: int | None = None,
         on_end: Callable[[BaseException | None], Any] | None = None,
         explicit: bool = True,
@@ -263,17 +295,24 @@ class DeviceStream:
         """Join the device stream, starting the device if it is idle.
 
         With ``callback=None`` nothing subscribes locally: the stream is only started
-        (explicit control, or for remote readers of the ring). ``with_meta`` calls
-        ``callback(sequence, timestamp, datum)`` instead of ``callback(datum)``.
+        (explicit control, or for remote readers of the ring). ``args`` and ``kwargs`` go
+        to the device's ``start_streaming`` after labd's callback; arguments its signature
+        does not accept raise TypeError naming the device before anything starts.
+        ``with_meta`` calls ``callback(sequence, timestamp, datum)`` instead of
+        ``callback(datum)``.
         """
         if not self.can_stream:
             raise DeviceError(f"device {self.device_id!r} cannot stream (no start_streaming)")
+        args = tuple(args)
         kwargs = dict(kwargs or {})
+        self._check_start_arguments(args, kwargs)
         sub = (
             Subscription(self, callback, queue_size=queue_size, on_end=on_end, with_meta=with_meta)
             if callback is not None
             else None
         )
+        if self._stopped_itself and self.state == "running":
+            self._end_if_dead(confirmed=True)  # it stopped itself: do not join a dead stream
         with self._cond:
             ready = self._cond.wait_for(
                 lambda: self.state in ("idle", "running"), timeout=_TRANSITION_TIMEOUT
@@ -285,12 +324,12 @@ class DeviceStream:
             if sub is not None:
                 sub._start()
             if self.state == "running":
-                if kwargs and kwargs != self.kwargs:
+                if (args or kwargs) and (args, kwargs) != (self.args, self.kwargs):
                     log.warning(
-                        "device %r is already streaming with %r; ignoring %r",
+                        "device %r is already streaming with %s; ignoring %s",
                         self.device_id,
-                        self.kwargs,
-                        kwargs,
+                        _arguments_text(self.args, self.kwargs),
+                        _arguments_text(args, kwargs),
                     )
                 if sub is not None:
                     self._subs = (*self._subs, sub)
@@ -302,17 +341,22 @@ class DeviceStream:
             self._next_seq = 0
             self._active_run = run
             self._stop_requested = False
+            self._stopped_itself = False
+            self._dead_reads = 0
+            self._starter = threading.current_thread()
             self._subs = (sub,) if sub is not None else ()
+            self.args = args
             self.kwargs = kwargs
             self.explicit = explicit
             self.started_at = time.time()
         try:
             assert self._device_start is not None
             with _released(self._lock):
-                self._device_start(_Emitter(self, run), **kwargs)
+                self._device_start(_Emitter(self, run), *args, **kwargs)
         except BaseException as exc:
             with self._cond:
                 self._active_run = 0
+                self._starter = None
                 self.state = "idle"
                 subs, self._subs = self._subs, ()
                 self._cond.notify_all()
@@ -323,12 +367,27 @@ class DeviceStream:
             raise
         with self._cond:
             self.state = "running"
+            self._starter = None
             stop_now = self._stop_requested
             self._cond.notify_all()
         self.hub._stream_started(self)
         if stop_now:
-            self.stop()
+            # Asked for while the device was starting (by a callback, or by the device's
+            # end()): the stop runs on a labd thread, never on the caller's.
+            self.hub._spawn(f"labd-stop-{self.device_id}", self.stop, None)
         return sub
+
+    def _check_start_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        sig = self._start_signature
+        if sig is None:
+            return
+        try:
+            sig.bind(None, *args, **kwargs)
+        except TypeError as exc:
+            raise DeviceArgumentError(
+                f"bad arguments for {self.device_id}.start_streaming"
+                f" ({_arguments_text(args, kwargs)}): {exc}"
+            ) from None
 
     def _remove(self, sub: Subscription) -> None:
         with self._cond:
@@ -389,17 +448,27 @@ class DeviceStream:
 
         Called on a thread that emits into this stream (a subscriber callback, the
         device's own loop), it returns at once and the device is stopped on a labd
-        thread right after: joining the device's thread from itself cannot work.
+        thread right after: joining the device's thread from itself cannot work. Called
+        while another thread is starting the device, it waits (up to ``timeout``) for the
+        start to finish, then stops.
         """
+        here = threading.current_thread()
         with self._cond:
+            if (
+                self.state == "starting"
+                and here is not self._starter
+                and here not in self._emit_threads
+            ):
+                wait = _TRANSITION_TIMEOUT if timeout is None else timeout
+                self._cond.wait_for(lambda: self.state != "starting", timeout=wait)
             if self.state == "starting":
-                self._stop_requested = True
+                self._stop_requested = True  # the starting thread hands it to a labd thread
                 return
             if self.state != "running":
                 return
             self.state = "stopping"
             self._active_run = 0
-        if threading.current_thread() in self._emit_threads:
+        if here in self._emit_threads:
             self.hub._spawn(f"labd-stop-{self.device_id}", self._stop_device, timeout)
             return
         self._stop_device(timeout)
@@ -439,16 +508,27 @@ class DeviceStream:
         self.hub._stream_stopped(self)
 
     def check_alive(self) -> None:
-        """End the stream for everyone if the device's own loop has stopped."""
+        """End the stream for everyone once the device's own loop has stopped.
+
+        The watcher calls this every 0.2 s; the stream ends after ``is_streaming()`` has
+        read False twice in a row, so a device that restarts its own loop keeps it.
+        """
+        self._end_if_dead()
+
+    def _end_if_dead(self, *, confirmed: bool = False) -> None:
         probe = self._device_is_streaming
-        if self.state != "running" or probe is None:
+        if self.state != "running" or (probe is None and not confirmed):
             return
         try:
-            alive = bool(probe())
+            alive = bool(probe()) if probe is not None else False
         except Exception:
             log.exception("is_streaming() of device %r raised", self.device_id)
             return
         if alive:
+            self._dead_reads = 0
+            return
+        self._dead_reads += 1
+        if self._dead_reads < _DEAD_READS and not confirmed:
             return
         with self._cond:
             if self.state != "running":
@@ -457,6 +537,48 @@ class DeviceStream:
             self._active_run = 0
         log.info("stream of device %r ended by itself", self.device_id)
         self._ended(None)
+
+    def own_stop(self, stop: Callable[..., Any], args: tuple[Any, ...], kwargs: Any) -> Any:
+        """The device's code called its own ``stop_streaming``: run it as it is.
+
+        The device lock is released meanwhile (as for the hub's own stops). Called from
+        one of the device's public methods (``disconnect()``, holding the lock), the
+        stream ends for its subscribers as soon as ``is_streaming()`` reads False; from
+        the device's own threads (a loop restarting itself), the watcher decides.
+        """
+        lock = self._lock
+        in_public_call = lock is not None and lock._is_owned()
+        with _released(lock):
+            result = stop(*args, **kwargs)
+        self._stopped_itself = True
+        if in_public_call or self._device_is_streaming is None:
+            self._end_if_dead(confirmed=True)
+        return result
+
+    def own_start(self, start: Callable[..., Any], args: tuple[Any, ...], kwargs: Any) -> Any:
+        """The device's code called its own ``start_streaming`` (a restart): run it as it is.
+
+        Restarted with a callback of this stream's after the stream had ended, the device
+        streams again: the hub adopts that as a new run, so its state stays the device's.
+        """
+        result = start(*args, **kwargs)
+        self._stopped_itself = False
+        self._dead_reads = 0
+        emitter = next((a for a in (*args, *kwargs.values()) if isinstance(a, _Emitter)), None)
+        if emitter is None or emitter._stream is not self:
+            return result
+        with self._cond:
+            if self.state != "idle":
+                return result
+            self.state = "running"
+            self.run += 1
+            emitter._run = self._active_run = self.run
+            self._next_seq = 0
+            self._subs = ()
+            self.explicit = True
+            self.started_at = time.time()
+        self.hub._stream_started(self)
+        return result
 
     def is_streaming(self) -> bool:
         if self.state == "starting":
@@ -516,9 +638,18 @@ class StreamHub:
         self._watcher: threading.Thread | None = None
         self._helpers: set[threading.Thread] = set()
 
-    def attach(self, device_id: str, device: Any) -> DeviceStream:
-        """Create the device's stream and route its streaming trio through the hub."""
-        stream = DeviceStream(self, device_id, device)
+    def attach(
+        self,
+        device_id: str,
+        device: Any,
+        methods: Mapping[str, Callable[..., Any]] | None = None,
+    ) -> DeviceStream:
+        """Create the device's stream and route its streaming trio through the hub.
+
+        ``methods`` are the device's own public methods (as :func:`labd.devices.wrap_device`
+        recorded them); without it they are looked up on the device's class.
+        """
+        stream = DeviceStream(self, device_id, device, methods)
         with self._lock:
             self._streams[device_id] = stream
             if self._history:
@@ -619,29 +750,113 @@ def _remaining(deadline: float | None) -> float | None:
     return max(0.0, deadline - time.monotonic())
 
 
-def _install_trio(device: Any, stream: DeviceStream) -> None:
-    """Replace the device's streaming methods (on the instance) with hub-routed ones."""
-    original_start = stream._device_start
-    assert original_start is not None
+def own_code(cls: type) -> frozenset[CodeType]:
+    """The code objects of every function a device class and its bases define.
 
-    @functools.wraps(original_start)
-    def start_streaming(callback: Callable[[Any], Any], **kwargs: Any) -> Subscription | None:
+    Nested functions, lambdas and comprehensions inside those methods count too, and
+    decorated methods count by their ``__wrapped__`` originals. A call whose immediate
+    caller runs one of these is the device's own code calling itself.
+    """
+    found: set[CodeType] = set()
+
+    def add(code: CodeType) -> None:
+        if code in found:
+            return
+        found.add(code)
+        for const in code.co_consts:
+            if isinstance(const, CodeType):
+                add(const)
+
+    for klass in cls.__mro__:
+        if klass is object:
+            continue
+        for attr in vars(klass).values():
+            for func in _functions_in(attr):
+                add(func.__code__)
+    return frozenset(found)
+
+
+def _functions_in(attr: Any) -> list[Any]:
+    """The plain functions behind a class attribute (method, property, decorated...)."""
+    if isinstance(attr, staticmethod | classmethod):
+        attr = attr.__func__
+    if isinstance(attr, property):
+        return [f for f in (attr.fget, attr.fset, attr.fdel) if f is not None]
+    if isinstance(attr, functools.partialmethod):
+        attr = attr.func
+    funcs = []
+    for _ in range(16):  # a __wrapped__ chain, with a bound against cycles
+        if isinstance(getattr(attr, "__code__", None), CodeType):
+            funcs.append(attr)
+        try:
+            attr = inspect.getattr_static(attr, "__wrapped__")
+        except AttributeError:
+            break
+    return funcs
+
+
+def _signature(func: Callable[..., Any] | None) -> inspect.Signature | None:
+    if func is None:
+        return None
+    try:
+        return inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+
+
+def _arguments_text(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    return ", ".join(parts) or "no arguments"
+
+
+def _install_trio(device: Any, stream: DeviceStream) -> None:
+    """Route the streaming trio through the hub, on the instance, for calls from outside.
+
+    Each replacement looks at its immediate caller: when that is the device's own code
+    (:func:`own_code`), the call goes to the device's own method instead.
+    """
+    own = own_code(type(device))
+    caller = sys._getframe
+    device_start = stream._device_start
+    device_stop = stream._device_stop
+    device_is_streaming = stream._device_is_streaming
+    assert device_start is not None
+
+    @functools.wraps(device_start)
+    def start_streaming(*args: Any, **kwargs: Any) -> Subscription | None:
+        if caller(1).f_code in own:
+            return stream.own_start(device_start, args, kwargs)  # type: ignore[no-any-return]
+        if args:
+            callback, args = args[0], args[1:]
+        elif "callback" in kwargs:
+            callback = kwargs.pop("callback")
+        else:
+            raise TypeError(
+                f"{stream.device_id}.start_streaming() needs a callback as its first argument"
+            )
         queue_size = kwargs.pop("queue_size", None)
         on_end = kwargs.pop("on_end", None)
-        return stream.subscribe(callback, kwargs, queue_size=queue_size, on_end=on_end)
+        return stream.subscribe(callback, kwargs, args=args, queue_size=queue_size, on_end=on_end)
 
-    def stop_streaming(timeout: float | None = None) -> None:
+    def stop_streaming(*args: Any, **kwargs: Any) -> Any:
+        if device_stop is not None and caller(1).f_code in own:
+            return stream.own_stop(device_stop, args, kwargs)
+        timeout = kwargs.pop("timeout", args[0] if args else None)
         stream.stop(timeout)
+        return None
 
-    def is_streaming() -> bool:
+    def is_streaming(*args: Any, **kwargs: Any) -> Any:
+        if device_is_streaming is not None and caller(1).f_code in own:
+            return device_is_streaming(*args, **kwargs)
         return stream.is_streaming()
 
-    device.start_streaming = start_streaming
-    if stream._device_stop is not None:
-        device.stop_streaming = functools.wraps(stream._device_stop)(stop_streaming)
+    set_attribute = object.__setattr__  # a device's own __setattr__ is not for labd's parts
+    set_attribute(device, "start_streaming", start_streaming)
+    if device_stop is not None:
+        set_attribute(device, "stop_streaming", functools.wraps(device_stop)(stop_streaming))
     else:
-        device.stop_streaming = stop_streaming
-    if stream._device_is_streaming is not None:
-        device.is_streaming = functools.wraps(stream._device_is_streaming)(is_streaming)
+        set_attribute(device, "stop_streaming", stop_streaming)
+    if device_is_streaming is not None:
+        set_attribute(device, "is_streaming", functools.wraps(device_is_streaming)(is_streaming))
     else:
-        device.is_streaming = is_streaming
+        set_attribute(device, "is_streaming", is_streaming)
