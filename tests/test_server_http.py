@@ -425,7 +425,7 @@ _POST_ENDPOINTS: dict[str, list[dict[str, Any]]] = {
         {"task_id": 3, "task_type": "Steps"},
         {"task_id": "t", "task_type": "Steps", "params": "x"},
     ],
-    "/tasks/running/parameters": [{}, {"value": 1}, {"key": 5, "value": 1}],
+    "/tasks/running/parameters": [{}, {"value": 1}, {"key": 5, "value": 1}, {"key": "gain"}],
     "/tasks/running/cancel": [],
     "/tasks/running/pause": [],
     "/tasks/running/resume": [],
@@ -569,6 +569,9 @@ def test_task_endpoints(lab: Served) -> None:
         assert_error(lab.http.get("/tasks/t1/parameters/nope"), 404)
         assert_error(post(lab, "/tasks/t1/parameters", {"key": "gain", "value": "loud"}), 400)
         assert_error(post(lab, "/tasks/t1/parameters", {"key": "nope", "value": 1}), 400)
+        missing = assert_error(post(lab, "/tasks/t1/parameters", {"key": "gain"}), 400)
+        assert "value" in missing["message"]
+        assert lab.http.get("/tasks/t1/parameters/gain").json()["value"] == 5  # unchanged
         assert_error(post(lab, "/tasks/ghost/parameters", {"key": "gain", "value": 1}), 404)
         assert_error(lab.http.get("/tasks/ghost/parameters/gain"), 404)
     finally:

@@ -50,4 +50,4 @@ class StartTaskRequest(_Request):
 
 class ParameterRequest(_Request):
     key: str = Field(min_length=1)
-    value: Any = None
+    value: Any = Field(description="required; null is a value like any other")
