@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -185,6 +186,50 @@ def test_method_forms_call_the_device(lab: Lab, page: Page) -> None:
     assert "query" in getter.inner_text()
     getter.locator("button[type=submit]").click()
     wait_text(page, "result-laser1-get_wavelength", "1551.25")
+
+
+class Filter(enum.Enum):
+    OPEN = "open"
+    RED = "red"
+
+
+class FilterWheel:
+    """A driver whose settings are annotated with a Literal and an Enum."""
+
+    def __init__(self, device_id: str) -> None:
+        self.filter = Filter.OPEN
+        self.speed = "slow"
+
+    def set_filter(self, position: Filter) -> str:
+        self.filter = position
+        return position.name
+
+    def set_speed(self, speed: Literal["slow", "fast"] = "slow") -> str:
+        self.speed = speed
+        return speed
+
+
+def test_literal_and_enum_parameters_are_drop_downs(lab: Lab, page: Page) -> None:
+    wheel = lab.daemon.add_device("wheel", FilterWheel)
+    open_dashboard(page, lab)
+    page.wait_for_selector(tid("device-wheel"))
+    open_methods(page, "wheel")
+    setter = page.locator(tid("method-wheel-set_filter"))
+    choice = setter.locator(tid("arg-wheel-set_filter-position"))
+    assert choice.evaluate("el => el.tagName") == "SELECT"
+    assert choice.locator("option").all_inner_texts() == ["open", "red"]
+    choice.select_option(label="red")
+    setter.locator("button[type=submit]").click()
+    wait_text(page, "result-wheel-set_filter", '"RED"')
+    assert wheel.filter is Filter.RED  # the device got the member, not the string
+
+    speed = page.locator(tid("method-wheel-set_speed"))
+    options = speed.locator(tid("arg-wheel-set_speed-speed")).locator("option")
+    assert options.all_inner_texts() == ['default: "slow"', "slow", "fast"]
+    speed.locator(tid("arg-wheel-set_speed-speed")).select_option(label="fast")
+    speed.locator("button[type=submit]").click()
+    wait_text(page, "result-wheel-set_speed", '"fast"')
+    assert wheel.speed == "fast"
 
 
 def test_device_errors_show_and_clear(lab: Lab, page: Page) -> None:

@@ -322,6 +322,7 @@ def test_describe_methods_lists_public_methods_with_parameters(
             "required": True,
             "default": None,
             "annotation": "float",
+            "choices": None,
         },
         {
             "name": "unit",
@@ -329,6 +330,7 @@ def test_describe_methods_lists_public_methods_with_parameters(
             "required": False,
             "default": "V",
             "annotation": "str",
+            "choices": None,
         },
         {
             "name": "scale",
@@ -336,6 +338,7 @@ def test_describe_methods_lists_public_methods_with_parameters(
             "required": False,
             "default": 1,
             "annotation": "int",
+            "choices": None,
         },
     ]
 

@@ -180,6 +180,7 @@ def test_methods_describe_parameters_and_queries(lab: Served) -> None:
         "required": True,
         "default": None,
         "annotation": "float",
+        "choices": None,
     }
     assert b["required"] is False and b["default"] == 0.0
     assert methods["get_value"]["query"] is True

@@ -17,6 +17,7 @@ from labd.datafiles import (
 )
 from labd.devices import query
 from labd.exceptions import (
+    DeviceArgumentError,
     DeviceConfigurationError,
     DeviceConnectionError,
     DeviceError,
@@ -34,6 +35,7 @@ from labd.streams import Subscription
 from labd.tasks import TaskContext, TaskHandle
 
 __all__ = [
+    "DeviceArgumentError",
     "DeviceConfigurationError",
     "DeviceConnectionError",
     "DeviceError",

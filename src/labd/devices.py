@@ -17,11 +17,14 @@ goes to the stream hub instead (see :mod:`labd.streams`).
 
 from __future__ import annotations
 
+import enum
 import functools
 import inspect
 import logging
 import queue
 import threading
+import types
+import typing
 from collections.abc import Callable
 from concurrent.futures import CancelledError
 from typing import Any, TypeVar
@@ -35,11 +38,15 @@ __all__ = [
     "CallWorker",
     "DeviceBusy",
     "check_device_class",
+    "choices_of",
     "describe_methods",
+    "enum_parameters",
     "instantiate",
     "is_query",
     "public_methods",
     "query",
+    "signature_of",
+    "to_enum",
     "wrap_device",
 ]
 
@@ -105,7 +112,7 @@ def instantiate(cls: type, device_id: str, params: dict[str, Any], *, kind: str 
     obj = cls(**params)
     try:
         if getattr(obj, id_name, None) != device_id:
-            setattr(obj, id_name, device_id)
+            object.__setattr__(obj, id_name, device_id)  # not through a custom __setattr__
     except AttributeError:
         log.debug("%s %r does not allow setting %s", kind, device_id, id_name)
     return obj
@@ -207,17 +214,82 @@ def _annotation_text(annotation: Any) -> str | None:
 def _jsonable_default(value: Any) -> Any:
     if value is inspect.Parameter.empty:
         return None
+    if isinstance(value, enum.Enum):
+        choices = choices_of(type(value)) or []
+        return value.value if value.value in choices else value.name
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return repr(value)
 
 
+def signature_of(func: Callable[..., Any]) -> inspect.Signature | None:
+    """``func``'s signature with string annotations evaluated where they can be; or None."""
+    try:
+        return inspect.signature(func, eval_str=True)
+    except (TypeError, ValueError):
+        return None
+    except Exception:  # an annotation that does not evaluate (NameError, ...): keep the text
+        try:
+            return inspect.signature(func)
+        except (TypeError, ValueError):
+            return None
+
+
+def choices_of(annotation: Any) -> list[Any] | None:
+    """The values a ``Literal[...]`` or ``Enum`` annotation allows (``| None`` aside), or None.
+
+    An Enum offers its members' values when they are JSON scalars, else their names.
+    """
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        values = [member.value for member in annotation]
+        if all(v is None or isinstance(v, bool | int | float | str) for v in values):
+            return values
+        return [member.name for member in annotation]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return list(typing.get_args(annotation))
+    if origin is typing.Union or origin is types.UnionType:
+        found: list[Any] = []
+        for arg in typing.get_args(annotation):
+            if arg is type(None):
+                continue
+            more = choices_of(arg)
+            if more is None:
+                return None
+            found.extend(v for v in more if v not in found)
+        return found or None
+    return None
+
+
+def enum_parameters(sig: inspect.Signature | None) -> dict[str, type[enum.Enum]]:
+    """The parameters annotated with an Enum class (``| None`` aside), by name."""
+    found: dict[str, type[enum.Enum]] = {}
+    for p in sig.parameters.values() if sig is not None else ():
+        candidates = typing.get_args(p.annotation) or (p.annotation,)
+        for candidate in candidates:
+            if isinstance(candidate, type) and issubclass(candidate, enum.Enum):
+                found[p.name] = candidate
+                break
+    return found
+
+
+def to_enum(kind: type[enum.Enum], value: Any) -> Any:
+    """A JSON value as a member of ``kind``: by value, else by name; TypeError if neither."""
+    if isinstance(value, kind) or value is None:
+        return value
+    try:
+        return kind(value)
+    except (ValueError, TypeError):
+        pass
+    if isinstance(value, str) and value in kind.__members__:
+        return kind[value]
+    allowed = ", ".join(repr(v) for v in choices_of(kind) or ())
+    raise TypeError(f"{value!r} is not a {kind.__name__} (one of {allowed})")
+
+
 def describe_callable(name: str, func: Callable[..., Any]) -> MethodInfo:
     """Describe one callable: parameters, return annotation, docstring, query flag."""
-    try:
-        sig = inspect.signature(func)
-    except (TypeError, ValueError):
-        sig = inspect.Signature()
+    sig = signature_of(func) or inspect.Signature()
     params: list[ParameterInfo] = []
     for p in sig.parameters.values():
         params.append(
@@ -228,6 +300,7 @@ def describe_callable(name: str, func: Callable[..., Any]) -> MethodInfo:
                 and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD),
                 "default": _jsonable_default(p.default),
                 "annotation": _annotation_text(p.annotation),
+                "choices": choices_of(p.annotation),
             }
         )
     return {

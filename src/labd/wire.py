@@ -78,6 +78,7 @@ class ParameterInfo(TypedDict):
     required: bool
     default: Any
     annotation: str | None
+    choices: list[Any] | None  # the allowed values of a Literal- or Enum-annotated parameter
 
 
 class MethodInfo(TypedDict):

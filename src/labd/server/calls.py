@@ -15,7 +15,7 @@ import orjson
 from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
-from labd.devices import DeviceBusy, is_query
+from labd.devices import DeviceBusy, enum_parameters, is_query, signature_of, to_enum
 from labd.exceptions import DeviceTimeoutError
 from labd.server.context import ServerContext
 from labd.server.errors import ApiError
@@ -61,16 +61,17 @@ def parse_call(body: bytes) -> tuple[str, list[Any], dict[str, Any], float | Non
 class _Method:
     """What a call needs to know about one device method, worked out once."""
 
-    __slots__ = ("action", "func", "max_args", "min_args", "query", "signature")
+    __slots__ = ("action", "enums", "func", "max_args", "min_args", "query", "signature")
 
     def __init__(self, name: str, func: Any) -> None:
         self.func = func
         self.query = is_query(name, func)
         self.action = f"call {name}"  # for the 409 when a task owns the device
-        try:
-            self.signature: inspect.Signature | None = inspect.signature(func)
-        except (TypeError, ValueError):
-            self.signature = None  # nothing to check arguments against
+        # None when there is nothing to check arguments against.
+        self.signature: inspect.Signature | None = signature_of(func)
+        # Enum-annotated parameters: JSON brings their values or names, the device wants
+        # members.
+        self.enums = enum_parameters(self.signature)
         # Plain positional parameters: without kwargs, a count check equals bind().
         self.min_args = self.max_args = -1
         if self.signature is not None:
@@ -85,6 +86,20 @@ class _Method:
             return
         if self.signature is not None:
             self.signature.bind(*args, **kwargs)
+
+    def with_members(
+        self, args: list[Any], kwargs: dict[str, Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """The arguments with each Enum-annotated one made a member; TypeError if it is none."""
+        assert self.signature is not None
+        bound = self.signature.bind(*args, **kwargs)
+        for name, kind in self.enums.items():
+            if name in bound.arguments:
+                try:
+                    bound.arguments[name] = to_enum(kind, bound.arguments[name])
+                except TypeError as exc:
+                    raise TypeError(f"{name}: {exc}") from None
+        return list(bound.args), bound.kwargs
 
 
 class DeviceCaller:
@@ -134,6 +149,8 @@ class DeviceCaller:
             ctx.ensure_not_owned(device_id, info.action)
         try:
             info.check(args, kwargs)
+            if info.enums:
+                args, kwargs = info.with_members(args, kwargs)
         except TypeError as exc:
             raise ApiError(
                 400,

@@ -237,6 +237,19 @@ function paramInput(prefix, param) {
     param.required ? h("span", { class: "req", text: " *", "aria-hidden": "true" }) : null,
     hint ? h("span", { class: "ann", text: ` ${hint}` }) : null);
   const placeholder = param.required ? "required" : `default: ${JSON.stringify(param.default)}`;
+  if (Array.isArray(param.choices) && param.choices.length && !kind.startsWith("VAR_")) {
+    // Literal/Enum parameters: offer the allowed values; option values are JSON text.
+    const select = h("select", {
+      id, name: param.name, required: param.required, testid: `${prefix}-${param.name}`,
+    });
+    if (!param.required) select.append(h("option", { value: "", text: placeholder }));
+    for (const choice of param.choices) {
+      select.append(h("option", { value: JSON.stringify(choice), text: String(choice) }));
+    }
+    select.dataset.kind = kind;
+    select.dataset.annotation = "";   // the value is JSON text: parse it
+    return h("div", { class: "field" }, label, select);
+  }
   const input = h("input", {
     id, name: param.name, autocomplete: "off", spellcheck: "false",
     placeholder: kind.startsWith("VAR_") ? "" : placeholder,
@@ -264,7 +277,7 @@ function parseValue(text, annotation) {
 function collectArgs(form) {
   const args = [];
   const kwargs = {};
-  for (const input of form.querySelectorAll("input[data-kind]")) {
+  for (const input of form.querySelectorAll("input[data-kind], select[data-kind]")) {
     const text = input.value;
     const kind = input.dataset.kind;
     const annotation = input.dataset.annotation;
