@@ -99,6 +99,8 @@ class Source:
         self.emit: Any = None
 
     def start_streaming(self, callback: Any) -> None:
+        if self.is_streaming():  # the usual guard of drivers, so figures use that path
+            return
         self.emit = callback
 
     def stop_streaming(self) -> None:

@@ -54,6 +54,8 @@ class PacedSource:
         self._thread: threading.Thread | None = None
 
     def start_streaming(self, callback: Callable[[Any], Any]) -> None:
+        if self.is_streaming():  # the usual guard of drivers, so figures use that path
+            return
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._run, args=(callback,), name=f"labd-bench-{self.device_id}", daemon=True

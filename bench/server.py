@@ -60,6 +60,8 @@ class Source:
         self._thread: threading.Thread | None = None
 
     def start_streaming(self, callback: Any, rate_hz: float | None = None) -> None:
+        if self.is_streaming():  # the usual guard of drivers, so figures use that path
+            return
         rate = rate_hz or self.rate_hz
         self._stop.clear()
         self.k = 0
