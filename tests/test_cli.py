@@ -669,7 +669,7 @@ def test_serve_example_toml(procs: list[Proc]) -> None:
     )
     procs.append(proc)
     url = proc.wait_for(URL_LINE).group(1)
-    assert f"dashboard: {url}/ui/" in proc.lines["stdout"]
+    proc.wait_for(re.escape(f"dashboard: {url}/ui/"))  # printed after the URL line
     with ServerAPI(url, token="s3cret") as api:
         assert api.health()["status"] == "healthy"
         assert api.call_device_method("laser1", "get_wavelength") == 1550.0

@@ -11,13 +11,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
+from fastapi.routing import APIRoute, APIRouter
+from starlette.requests import HTTPConnection
 from starlette.types import Message, Receive, Scope, Send
 
 import labd
 from labd.daemon import LabDaemon
-from labd.server.auth import redact_query
+from labd.server.auth import ROLE_KEY, ROUTE_ROLES, is_open, redact_query
 from labd.server.calls import DeviceCaller, parse_call
 from labd.server.context import ServerContext, json_response
 from labd.server.errors import (
@@ -64,6 +66,7 @@ def create_app(
         title="labd",
         version=labd.__version__,
         description="Instrument control over HTTP and server-sent events.",
+        dependencies=[Depends(ctx.auth.route_guard())],
     )
     app.state.labd = ctx
     install_error_handlers(app)
@@ -78,7 +81,6 @@ def create_app(
 
     @app.get("/", tags=["server"])
     async def index(request: Request) -> Response:
-        ctx.require(request, "viewer")
         endpoints = sorted(
             {
                 f"{m} {getattr(r, 'path', '')}"
@@ -99,7 +101,6 @@ def create_app(
 
     @app.get("/metrics", tags=["server"], response_class=Response)
     async def metrics(request: Request) -> Response:
-        ctx.require(request, "viewer")
         return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
 
     _describe_400_not_422(app)
@@ -107,7 +108,19 @@ def create_app(
     if static_dir is not None and static_dir.is_dir():
         _mount_dashboard(app, static_dir)
 
-    return LabdApp(app, ctx, caller)
+    unlisted = sorted(set(api_routes(app, routers)) - set(ROUTE_ROLES))
+    if unlisted:  # a route without a role would be refused to everyone: say so at once
+        raise RuntimeError(f"routes missing from labd.server.auth.ROUTE_ROLES: {unlisted}")
+    return LabdApp(app, ctx, caller, routers)
+
+
+def api_routes(app: FastAPI, routers: list[APIRouter]) -> list[tuple[str, str]]:
+    """Every ``(method, path template)`` the app's own and included routes answer."""
+    found = []
+    for route in [*app.routes, *(r for router in routers for r in router.routes)]:
+        if isinstance(route, APIRoute):
+            found += [(m, route.path) for m in route.methods or () if m != "HEAD"]
+    return sorted(found)
 
 
 def _describe_400_not_422(app: FastAPI) -> None:
@@ -165,12 +178,23 @@ class LabdApp:
     ``api`` is the FastAPI application (OpenAPI schema, routes).
     """
 
-    def __init__(self, app: FastAPI, ctx: ServerContext, caller: DeviceCaller) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        ctx: ServerContext,
+        caller: DeviceCaller,
+        routers: list[APIRouter] | None = None,
+    ) -> None:
         self.app = app
         self.api = app
         self.ctx = ctx
         self.caller = caller
+        self.routers = list(routers or [])
         self.state = app.state
+
+    def routes(self) -> list[tuple[str, str]]:
+        """Every ``(method, path template)`` this app answers (open ones included)."""
+        return api_routes(self.app, self.routers)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)
@@ -183,6 +207,16 @@ class LabdApp:
         labels: tuple[str, str, str] | None = None  # the request's metric labels, when known
         started = time.perf_counter()
         try:
+            if self.ctx.auth.enabled and not is_open(scope["path"]):
+                # Authentication before anything else: unknown ids, methods or paths
+                # must not answer differently to a caller without a valid token.
+                try:
+                    scope[ROLE_KEY] = self.ctx.auth.role_of(HTTPConnection(scope))
+                except ApiError as exc:
+                    response = api_error_response(exc)
+                    status = response.status_code
+                    await response(scope, receive, send)
+                    return
             if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
                 first = await receive()
                 body = first.get("body", b"")

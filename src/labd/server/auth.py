@@ -1,15 +1,21 @@
-"""Tokens and roles: viewer < operator < admin.
+"""Tokens and roles: viewer < operator < admin, and which route needs which.
 
 viewer: GETs, streams and query methods; operator: + calls, streaming control and
 tasks; admin: + adding, removing, connecting and disconnecting devices. ``/health``,
 ``/ui/``, ``/openapi.json`` and ``/docs`` are open. Tokens come from
 ``Authorization: Bearer ...`` or, for browsers' EventSource, ``?token=``.
+
+Authentication happens once, before any routing: every request outside
+:func:`is_open` needs a valid token (401), so an anonymous client learns nothing about
+devices or methods. Then :data:`ROUTE_ROLES` says the least role of each route (403);
+calls of methods that are not queries need ``operator`` on top, checked by the call path.
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from fastapi import Request
@@ -17,10 +23,58 @@ from starlette.requests import HTTPConnection
 
 from labd.server.errors import ApiError
 
-__all__ = ["ROLES", "Auth", "redact_query"]
+__all__ = ["OPEN_PATHS", "ROLES", "ROLE_KEY", "ROUTE_ROLES", "Auth", "is_open", "redact_query"]
 
 ROLES = {"viewer": 1, "operator": 2, "admin": 3}
-OPEN_PATHS = ("/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+
+#: Paths anyone may open; with ``/ui`` and the dashboard's files below ``/ui/`` they are
+#: the only exemptions from authentication.
+OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+
+#: The least role of every route, by ``(method, path template)``; None: open.
+ROUTE_ROLES: Mapping[tuple[str, str], str | None] = MappingProxyType(
+    {
+        ("GET", "/health"): None,
+        ("GET", "/ui"): None,
+        ("GET", "/ui/{path:path}"): None,
+        ("GET", "/"): "viewer",
+        ("GET", "/metrics"): "viewer",
+        ("GET", "/devices"): "viewer",
+        ("POST", "/devices"): "admin",
+        ("GET", "/devices/{device_id}"): "viewer",
+        ("DELETE", "/devices/{device_id}"): "admin",
+        ("GET", "/devices/{device_id}/methods"): "viewer",
+        ("POST", "/devices/{device_id}/connect"): "admin",
+        ("POST", "/devices/{device_id}/disconnect"): "admin",
+        ("POST", "/devices/{device_id}/call"): "viewer",  # + operator unless a query
+        ("GET", "/devices/{device_id}/error"): "viewer",
+        ("DELETE", "/devices/{device_id}/error"): "operator",
+        ("POST", "/devices/{device_id}/streaming/start"): "operator",
+        ("POST", "/devices/{device_id}/streaming/stop"): "operator",
+        ("GET", "/task-types"): "viewer",
+        ("GET", "/tasks"): "viewer",
+        ("POST", "/tasks"): "operator",
+        ("GET", "/tasks/{task_id}"): "viewer",
+        ("POST", "/tasks/{task_id}/cancel"): "operator",
+        ("POST", "/tasks/{task_id}/pause"): "operator",
+        ("POST", "/tasks/{task_id}/resume"): "operator",
+        ("POST", "/tasks/{task_id}/parameters"): "operator",
+        ("GET", "/tasks/{task_id}/parameters/{key}"): "viewer",
+        ("GET", "/tasks/{task_id}/error"): "viewer",
+        ("DELETE", "/tasks/{task_id}/error"): "operator",
+        ("GET", "/stream/devices/{device_id}"): "viewer",
+        ("GET", "/stream/tasks/{task_id}"): "viewer",
+        ("GET", "/stream/events"): "viewer",
+    }
+)
+
+#: Where the entry point leaves the caller's role in the ASGI scope.
+ROLE_KEY = "labd.role"
+
+
+def is_open(path: str) -> bool:
+    """Whether ``path`` needs no token: the open paths and the dashboard's files."""
+    return path in OPEN_PATHS or path == "/ui" or path.startswith("/ui/")
 
 
 class Auth:
@@ -61,8 +115,11 @@ class Auth:
         raise ApiError(401, "invalid token", type_name="Unauthorized")
 
     def require(self, request: HTTPConnection, role: str) -> str:
-        """Raise 401/403 unless the caller has at least ``role``."""
-        have = self.role_of(request)
+        """Raise 401/403 unless the caller has at least ``role``.
+
+        The role the entry point found is reused (no second token check).
+        """
+        have = request.scope.get(ROLE_KEY) or self.role_of(request)
         assert have is not None
         if ROLES[have] < ROLES[role]:
             self._fail()
@@ -78,13 +135,27 @@ class Auth:
         if self._on_failure is not None:
             self._on_failure()
 
-    def dependency(self, role: str) -> Callable[[Request], Any]:
-        """A FastAPI dependency requiring ``role``."""
+    def route_guard(self) -> Callable[[Request], Any]:
+        """A FastAPI dependency for the whole app: the route's role from :data:`ROUTE_ROLES`.
 
-        def check(request: Request) -> str:
-            return self.require(request, role)
+        A route missing from the table is refused (403), never let through.
+        """
 
-        return check
+        def guard(request: Request) -> None:
+            if not self.enabled:
+                return
+            template = getattr(request.scope.get("route"), "path", None)
+            method = "GET" if request.method == "HEAD" else request.method
+            try:
+                role = ROUTE_ROLES[method, template]  # type: ignore[index]
+            except KeyError:
+                raise ApiError(
+                    403, f"no role is set for {method} {template}", type_name="Forbidden"
+                ) from None
+            if role is not None:
+                self.require(request, role)
+
+        return guard
 
 
 def redact_query(query: str) -> str:

@@ -32,7 +32,6 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
 
     @router.get("/devices", response_model=DeviceList)
     async def list_devices(request: Request) -> Response:
-        ctx.require(request, "viewer")
         infos = []
         for device_id in daemon.list_devices():
             try:
@@ -48,7 +47,6 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
         responses=documented_errors(400, 404, 409),
     )
     async def add_device(request: Request, body: AddDeviceRequest) -> Response:
-        ctx.require(request, "admin")
         if body.device_type not in daemon.device_types():
             raise ApiError(
                 404,
@@ -64,7 +62,6 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
 
     @router.get("/devices/{device_id}", response_model=DeviceInfo, responses=documented_errors(404))
     async def get_device(request: Request, device_id: str) -> Response:
-        ctx.require(request, "viewer")
         record_of(device_id)
         return json_response(daemon.device_info(device_id))
 
@@ -72,7 +69,6 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
         "/devices/{device_id}/methods", response_model=MethodList, responses=documented_errors(404)
     )
     async def get_methods(request: Request, device_id: str) -> Response:
-        ctx.require(request, "viewer")
         record_of(device_id)
         return json_response({"methods": daemon.device_methods(device_id)})
 
@@ -82,7 +78,6 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
         responses=documented_errors(404, 409, 500, 504),
     )
     async def connect(request: Request, device_id: str) -> Response:
-        ctx.require(request, "admin")
         await device_action(device_id, "connect", daemon.connect_device, ctx.call_timeout)
         return json_response(daemon.device_info(device_id))
 
@@ -92,13 +87,11 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
         responses=documented_errors(404, 409, 500, 504),
     )
     async def disconnect(request: Request, device_id: str) -> Response:
-        ctx.require(request, "admin")
         await device_action(device_id, "disconnect", daemon.disconnect_device, ctx.call_timeout)
         return json_response(daemon.device_info(device_id))
 
     @router.delete("/devices/{device_id}", status_code=204, responses=documented_errors(404, 409))
     async def remove(request: Request, device_id: str) -> Response:
-        ctx.require(request, "admin")
         await device_action(device_id, "remove", daemon.remove_device, ctx.call_timeout)
         return Response(status_code=204)
 
@@ -115,13 +108,11 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
 
     @router.get("/devices/{device_id}/error", responses=documented_errors(404))
     async def get_error(request: Request, device_id: str) -> Response:
-        ctx.require(request, "viewer")
         record_of(device_id)
         return recorded_error_response(daemon.get_last_error(device_id), "device", device_id)
 
     @router.delete("/devices/{device_id}/error", status_code=204, responses=documented_errors(404))
     async def clear_error(request: Request, device_id: str) -> Response:
-        ctx.require(request, "operator")
         record_of(device_id)
         daemon.clear_last_error(device_id)
         return Response(status_code=204)
@@ -134,7 +125,6 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
     async def start_streaming(
         request: Request, device_id: str, body: StartStreamingRequest | None = None
     ) -> Response:
-        ctx.require(request, "operator")
         record = record_of(device_id)
         ctx.ensure_not_owned(device_id, "start streaming")
         stream = ctx.stream_of(record)
@@ -155,7 +145,6 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
         responses=documented_errors(404, 409, 500),
     )
     async def stop_streaming(request: Request, device_id: str) -> Response:
-        ctx.require(request, "operator")
         record = record_of(device_id)
         ctx.ensure_not_owned(device_id, "stop streaming")
         stream = ctx.stream_of(record)

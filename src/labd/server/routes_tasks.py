@@ -54,7 +54,6 @@ def task_routes(ctx: ServerContext) -> APIRouter:
 
     @router.get("/task-types", response_model=TaskTypeList)
     async def task_types(request: Request) -> Response:
-        ctx.require(request, "viewer")
         types = daemon.task_types()
         return json_response(
             {"task_types": [describe_task_type(n, types[n]) for n in sorted(types)]}
@@ -62,7 +61,6 @@ def task_routes(ctx: ServerContext) -> APIRouter:
 
     @router.get("/tasks", response_model=TaskList)
     async def list_tasks(request: Request) -> Response:
-        ctx.require(request, "viewer")
         infos = []
         for task_id in daemon.list_tasks():
             try:
@@ -78,7 +76,6 @@ def task_routes(ctx: ServerContext) -> APIRouter:
         responses=documented_errors(400, 404, 409),
     )
     async def start_task(request: Request, body: StartTaskRequest) -> Response:
-        ctx.require(request, "operator")
         if body.task_type not in daemon.task_types():
             raise ApiError(
                 404,
@@ -102,28 +99,24 @@ def task_routes(ctx: ServerContext) -> APIRouter:
 
     @router.get("/tasks/{task_id}", response_model=TaskInfo, responses=documented_errors(404))
     async def get_task(request: Request, task_id: str) -> Response:
-        ctx.require(request, "viewer")
         return json_response(handle_of(task_id).info())
 
     @router.post(
         "/tasks/{task_id}/cancel", response_model=TaskInfo, responses=documented_errors(404, 409)
     )
     async def cancel(request: Request, task_id: str) -> Response:
-        ctx.require(request, "operator")
         return control(task_id, "cancel")
 
     @router.post(
         "/tasks/{task_id}/pause", response_model=TaskInfo, responses=documented_errors(404, 409)
     )
     async def pause(request: Request, task_id: str) -> Response:
-        ctx.require(request, "operator")
         return control(task_id, "pause")
 
     @router.post(
         "/tasks/{task_id}/resume", response_model=TaskInfo, responses=documented_errors(404, 409)
     )
     async def resume(request: Request, task_id: str) -> Response:
-        ctx.require(request, "operator")
         return control(task_id, "resume")
 
     @router.post(
@@ -132,7 +125,6 @@ def task_routes(ctx: ServerContext) -> APIRouter:
         responses=documented_errors(400, 404),
     )
     async def set_parameter(request: Request, task_id: str, body: ParameterRequest) -> Response:
-        ctx.require(request, "operator")
         handle = handle_of(task_id)
         try:
             handle.set_parameter(body.key, body.value)
@@ -151,7 +143,6 @@ def task_routes(ctx: ServerContext) -> APIRouter:
         responses=documented_errors(400, 404),
     )
     async def get_parameter(request: Request, task_id: str, key: str) -> Response:
-        ctx.require(request, "viewer")
         handle = handle_of(task_id)
         try:
             value = handle.get_parameter(key)
@@ -170,13 +161,11 @@ def task_routes(ctx: ServerContext) -> APIRouter:
 
     @router.get("/tasks/{task_id}/error", responses=documented_errors(404))
     async def get_error(request: Request, task_id: str) -> Response:
-        ctx.require(request, "viewer")
         handle_of(task_id)
         return recorded_error_response(daemon.get_task_error(task_id), "task", task_id)
 
     @router.delete("/tasks/{task_id}/error", status_code=204, responses=documented_errors(404))
     async def clear_error(request: Request, task_id: str) -> Response:
-        ctx.require(request, "operator")
         handle_of(task_id)
         daemon.clear_task_error(task_id)
         return Response(status_code=204)
