@@ -13,9 +13,10 @@ from helpers import wait_until
 
 pytest.importorskip("uvicorn")
 
-from labd import LabDaemon, TaskCancelledError
+from labd import LabDaemon, TaskCancelledError, TaskContext
 from labd.client import (
     DeviceBusyError,
+    RemoteTaskContext,
     ServerAPI,
     ServerAPIError,
     SSEClient,
@@ -267,6 +268,47 @@ def test_task_written_against_context_daemon_runs_remotely(
     )
     assert sweep["wavelength_nm"] == [1549.0, 1549.25, 1549.5, 1549.75, 1550.0]
     assert len(sweep["power_mw"]) == 5
+
+
+class Scan:
+    """The task of docs/tasks.md, as written there."""
+
+    def __init__(self, task_id: str, points: int = 100, dwell_s: float = 0.1) -> None:
+        self.points = points
+        self.dwell_s = dwell_s
+        self.device_ids = ["laser1", "meter1"]
+
+    def run(self, context: Any) -> list[float]:
+        laser = context.daemon.get_device("laser1")
+        meter = context.daemon.get_device("meter1")
+        readings = []
+        for i in range(self.points):
+            if not context.checkpoint():
+                break
+            laser.set_wavelength(1540 + i * 0.1)
+            context.sleep(self.dwell_s)
+            readings.append(meter.read_power())
+            context.report(progress=(i + 1) / self.points, message=f"point {i + 1}")
+        return readings
+
+
+def test_the_documented_task_runs_against_a_server_with_the_same_context_api(
+    lab: tuple[LabDaemon, str], api: ServerAPI
+) -> None:
+    daemon, _ = lab
+    local = daemon.execute_task("scan-local", Scan, points=3, dwell_s=0.001).wait(timeout=30)
+    remote = api.daemon()
+    assert len(remote.run_task(Scan, task_id="scan-remote", points=3, dwell_s=0.001)) == 3
+    assert len(local) == 3
+
+    context = RemoteTaskContext(remote, "by-hand")
+    assert isinstance(context, TaskContext) and context.cancelled is False
+    assert context.checkpoint() is True and context.sleep(0.0) is True
+    context.report(progress=0.5, message="half")
+    assert (context.progress, context.message) == (0.5, "half")
+    context.cancel_event.set()
+    assert context.cancelled and not context.checkpoint() and not context.sleep(0.01)
+    assert Scan("scan-cancelled", points=5, dwell_s=0.0).run(context) == []
 
 
 def test_remote_task_handle(api: ServerAPI) -> None:

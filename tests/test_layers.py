@@ -1,4 +1,5 @@
-"""The layers point one way: core ← sim; core ← server; wire/exceptions ← client; all ← cli."""
+"""The layers point one way: core ← sim; core ← server; wire/exceptions/task_context ← client;
+all ← cli."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def test_core_imports_no_server_client_or_cli(path: Path) -> None:
 
 @pytest.mark.parametrize("path", _modules("client"), ids=lambda p: p.name)
 def test_client_imports_only_shared_wire_models(path: Path) -> None:
-    allowed = ("labd.client", "labd.wire", "labd.exceptions", "labd.datafiles")
+    allowed = ("labd.client", "labd.wire", "labd.exceptions", "labd.datafiles", "labd.task_context")
     bad = {m for m in _labd_imports(path) if not any(_under(m, p) for p in allowed)}
     assert not bad, f"client/{path.name} imports {sorted(bad)}"
 

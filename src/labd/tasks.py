@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from labd.exceptions import TaskCancelledError, TaskError, TaskFailedError
 from labd.ring import EventRing, RingEvent
+from labd.task_context import TaskContext
 from labd.wire import TaskInfo, encode_json, error_object, format_timestamp, sse_frame
 
 if TYPE_CHECKING:
@@ -48,64 +49,6 @@ _current = threading.local()
 def current_task() -> TaskHandle | None:
     """The task whose thread is calling, if any (used to link child tasks to parents)."""
     return getattr(_current, "handle", None)
-
-
-class TaskContext:
-    """What a running task gets: the daemon, its id, cancel/resume events and ``report``.
-
-    Users may build one themselves to run a task's ``run()`` directly, e.g. against a
-    remote daemon: ``task.run(TaskContext(api.daemon(), "sweep-1"))``.
-    """
-
-    def __init__(
-        self,
-        daemon: Any,
-        task_id: str,
-        *,
-        cancel_event: threading.Event | None = None,
-        resume_event: threading.Event | None = None,
-        reporter: Callable[[float | None, str | None, dict[str, Any]], None] | None = None,
-    ) -> None:
-        self.daemon = daemon
-        self.task_id = task_id
-        self.cancel_event = cancel_event if cancel_event is not None else threading.Event()
-        if resume_event is None:
-            resume_event = threading.Event()
-            resume_event.set()
-        self.resume_event = resume_event
-        self._reporter = reporter
-
-    def report(
-        self, progress: float | None = None, message: str | None = None, **data: Any
-    ) -> None:
-        """Publish progress (a fraction from 0.0 to 1.0), a message and any data."""
-        if progress is not None:
-            progress = float(progress)
-            if not 0.0 <= progress <= 1.0:
-                raise ValueError(f"progress must be between 0.0 and 1.0, got {progress}")
-        if self._reporter is not None:
-            self._reporter(progress, message, data)
-
-    @property
-    def cancelled(self) -> bool:
-        return self.cancel_event.is_set()
-
-    def checkpoint(self, timeout: float | None = None) -> bool:
-        """Wait while paused; return False when the task should stop (cancelled).
-
-        ``timeout`` bounds the wait while paused; None waits until resumed or cancelled.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.resume_event.is_set() and not self.cancel_event.is_set():
-            left = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
-            if left <= 0:
-                break
-            self.resume_event.wait(left)
-        return not self.cancel_event.is_set()
-
-    def sleep(self, seconds: float) -> bool:
-        """Sleep unless cancelled; returns False if the task was cancelled meanwhile."""
-        return not self.cancel_event.wait(seconds)
 
 
 class TaskHandle:

@@ -10,7 +10,6 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from labd.exceptions import (
     TaskCancelledError,
     TaskFailedError,
 )
+from labd.task_context import TaskContext
 from labd.wire import DeviceInfo, ErrorInfo, MethodInfo, TaskInfo
 
 if TYPE_CHECKING:
@@ -330,24 +330,32 @@ class RemoteTaskHandle:
             raise
 
 
-@dataclass
-class RemoteTaskContext:
-    """The ``context`` given to a task run in this process against a remote daemon."""
+class RemoteTaskContext(TaskContext):
+    """The ``context`` given to a task run in this process against a remote daemon.
 
-    daemon: RemoteDaemon
-    task_id: str
-    cancel_event: threading.Event = field(default_factory=threading.Event)
-    resume_event: threading.Event = field(default_factory=threading.Event)
-    progress: float | None = None
-    message: str | None = None
+    A :class:`labd.TaskContext` (``checkpoint()``, ``sleep()``, ``cancelled``, ``report()``),
+    so task code runs the same locally and remotely; ``report()`` keeps the last
+    ``progress`` and ``message`` here, since the server has no task to publish them on.
+    """
 
-    def __post_init__(self) -> None:
-        self.resume_event.set()
-
-    def report(
-        self, progress: float | None = None, message: str | None = None, **data: Any
+    def __init__(
+        self,
+        daemon: RemoteDaemon,
+        task_id: str,
+        cancel_event: threading.Event | None = None,
+        resume_event: threading.Event | None = None,
     ) -> None:
-        """Record progress; logged at debug level since there is no server-side task."""
+        super().__init__(
+            daemon,
+            task_id,
+            cancel_event=cancel_event,
+            resume_event=resume_event,
+            reporter=self._keep,
+        )
+        self.progress: float | None = None
+        self.message: str | None = None
+
+    def _keep(self, progress: float | None, message: str | None, data: dict[str, Any]) -> None:
         if progress is not None:
             self.progress = progress
         if message is not None:

@@ -17,7 +17,6 @@ __all__ = ["WavelengthSweep"]
 
 logger = logging.getLogger(__name__)
 
-_PAUSE_POLL_S = 0.1
 # Tolerance when comparing accumulated wavelengths with the stop wavelength.
 _EPS_NM = 1e-9
 
@@ -85,7 +84,6 @@ class WavelengthSweep:
         """Run the sweep; on cancel, return the points measured so far."""
         laser = context.daemon.get_device(self.laser)
         meter = context.daemon.get_device(self.meter)
-        cancel: threading.Event = context.cancel_event
         result: dict[str, list[float]] = {"wavelength_nm": [], "power_mw": [], "transmission": []}
 
         span = self.stop_nm - self.start_nm
@@ -97,12 +95,12 @@ class WavelengthSweep:
         try:
             wavelength = self.start_nm
             while True:
-                if not self._wait_while_paused(context) or cancel.is_set():
+                if not context.checkpoint():  # waits while paused; False once cancelled
                     break
                 with self._params_lock:
                     dwell = self._dwell_s
                 laser.set_wavelength(wavelength)
-                if cancel.wait(dwell):
+                if not context.sleep(dwell):
                     break
                 power = float(meter.read_power())
                 result["wavelength_nm"].append(wavelength)
@@ -130,18 +128,9 @@ class WavelengthSweep:
             if not was_enabled:
                 self._disable_quietly(laser)
 
-        if not cancel.is_set():
+        if not context.cancelled:
             context.report(progress=1.0, message=f"done: {len(result['power_mw'])} points")
         return result
-
-    def _wait_while_paused(self, context: Any) -> bool:
-        """Block while paused; False when cancelled meanwhile."""
-        resume: threading.Event = context.resume_event
-        cancel: threading.Event = context.cancel_event
-        while not resume.wait(_PAUSE_POLL_S):
-            if cancel.is_set():
-                return False
-        return True
 
     def _disable_quietly(self, laser: Any) -> None:
         try:
