@@ -433,6 +433,42 @@ _POST_ENDPOINTS: dict[str, list[dict[str, Any]]] = {
 }
 
 
+_CALL_BODIES = [
+    b'{"method": "add", "args": [1]}',
+    b'{"method": "add", "args": [1], "timeout": 2}',
+    b'{"method": "add", "args": [1], "timeout": 2.5, "extra": "ignored"}',
+    b'{"method": "add", "args": [1], "timeout": "1.5"}',
+    b'{"method": "add", "args": [1], "timeout": true}',
+    b'{"method": "add", "args": [1], "timeout": 0}',
+    b'{"method": "add", "args": {"a": 1}}',
+    b'{"method": "add", "kwargs": [1]}',
+    b'{"method": 5}',
+    b'{"method": ""}',
+    b'{"args": [1]}',
+    b"[1, 2]",
+    b"not json",
+]
+
+
+def test_the_call_fast_path_and_the_documented_model_agree(lab: Served) -> None:
+    from pydantic import ValidationError
+
+    from labd.server.models import CallRequest
+
+    for body in _CALL_BODIES:
+        try:
+            CallRequest.model_validate_json(body)
+            documented = True
+        except ValidationError:
+            documented = False
+        response = lab.http.post("/devices/adder/call", content=body)
+        assert (response.status_code == 200) is documented, (body, response.text)
+        if not documented:
+            assert_error(response, 400, "ValidationError")
+    schema = lab.http.get("/openapi.json").json()["components"]["schemas"]["CallRequest"]
+    assert "string" not in str(schema["properties"]["timeout"])
+
+
 def test_bad_bodies_are_400_on_every_post_endpoint(lab: Served) -> None:
     lab.daemon.execute_task("running", "Steps", gate="validation")
     GATES["validation"] = threading.Event()
@@ -762,6 +798,50 @@ def test_missing_or_bad_tokens_are_401(secured: Served) -> None:
         line for line in metrics.splitlines() if line.startswith("labd_auth_failures_total")
     ]
     assert failures and float(failures[0].split()[-1]) >= 3 * len(_ROLE_MATRIX)
+
+
+def test_every_route_has_a_role_in_the_table(secured: Served) -> None:
+    from labd.server.auth import ROUTE_ROLES, is_open
+
+    routes = secured.server.app.routes()
+    assert routes, "no routes found"
+    missing = [route for route in routes if route not in ROUTE_ROLES]
+    stale = [route for route in ROUTE_ROLES if route not in routes]
+    assert missing == [] and stale == []
+    for (_, path), role in ROUTE_ROLES.items():  # open exactly where the paths are open
+        assert (role is None) == is_open(path.replace("{path:path}", "index.html")), path
+
+
+def _concrete(path: str) -> str:
+    """A route template with every parameter naming something that does not exist."""
+    return path.replace("{device_id}", "nope").replace("{task_id}", "nope").replace("{key}", "nope")
+
+
+def test_anonymous_requests_learn_nothing_about_devices_tasks_or_methods(
+    secured: Served,
+) -> None:
+    from labd.server.auth import ROUTE_ROLES
+
+    bodies: list[dict[str, Any] | None] = [
+        None,
+        {},
+        {"method": "secret_probe"},
+        {"method": "add", "args": [1]},
+    ]
+    seen = 0
+    with httpx.Client(base_url=secured.url, timeout=TIMEOUT) as anonymous:
+        for (method, template), role in ROUTE_ROLES.items():
+            if role is None:
+                continue
+            for body in bodies if method != "GET" else [None]:
+                for path in {_concrete(template), template.replace("{device_id}", "adder")}:
+                    response = anonymous.request(method, path, json=body)
+                    err = assert_error(response, 401, "Unauthorized")
+                    assert "nope" not in err["message"] and "secret_probe" not in err["message"]
+                    seen += 1
+        assert_error(anonymous.get("/no/such/path"), 401)
+        assert_error(anonymous.post("/devices/nope/call", content=b"not json"), 401)
+    assert seen > len(ROUTE_ROLES)
 
 
 def test_sse_accepts_token_in_query(secured: Served) -> None:

@@ -1,9 +1,10 @@
 """Remote device calls: the checks, the timed call and its outcome, in one place.
 
 Calls are the hot path of the HTTP API, so ``LabdApp`` answers
-``POST /devices/{id}/call`` straight from ASGI with :func:`parse_call` and
-:meth:`DeviceCaller.perform`, skipping the framework's routing and validation; the
-FastAPI route (kept for the OpenAPI description) goes through the same ``perform``.
+``POST /devices/{id}/call`` straight from ASGI with :func:`parse_call` (the route's own
+strict ``CallRequest`` model) and :meth:`DeviceCaller.perform`, skipping the framework's
+routing; the FastAPI route (kept for the OpenAPI description) goes through the same
+``perform``.
 """
 
 from __future__ import annotations
@@ -11,21 +12,18 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-import orjson
+from pydantic import ValidationError
 from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
 from labd.devices import DeviceBusy, enum_parameters, is_query, signature_of, to_enum
 from labd.exceptions import DeviceTimeoutError
 from labd.server.context import ServerContext
-from labd.server.errors import ApiError
+from labd.server.errors import ApiError, describe_validation
+from labd.server.models import CallRequest
 from labd.wire import encode_json
 
 __all__ = ["DeviceCaller", "parse_call"]
-
-
-def _invalid(message: str) -> ApiError:
-    return ApiError(400, f"invalid request: {message}", type_name="ValidationError")
 
 
 def _where(device_id: str, method: str) -> dict[str, Any]:
@@ -34,28 +32,17 @@ def _where(device_id: str, method: str) -> dict[str, Any]:
 
 
 def parse_call(body: bytes) -> tuple[str, list[Any], dict[str, Any], float | None]:
-    """A raw call body's ``(method, args, kwargs, timeout)``, by the rules of ``CallRequest``."""
+    """A raw call body's ``(method, args, kwargs, timeout)``, validated by ``CallRequest``.
+
+    The same strict model documents the route, so the fast path and the schema agree.
+    """
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise _invalid("body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise _invalid("body must be a JSON object")
-    method = data.get("method")
-    args = data.get("args", [])
-    kwargs = data.get("kwargs", {})
-    timeout = data.get("timeout")
-    if not isinstance(method, str) or not method:
-        raise _invalid("method: a non-empty string is required")
-    if not isinstance(args, list):
-        raise _invalid("args: must be a list")
-    if not isinstance(kwargs, dict):
-        raise _invalid("kwargs: must be an object")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-    ):
-        raise _invalid("timeout: must be a number greater than 0")
-    return method, args, kwargs, timeout
+        call = CallRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise ApiError(
+            400, describe_validation(exc.errors()), type_name="ValidationError"
+        ) from None
+    return call.method, call.args, call.kwargs, call.timeout
 
 
 class _Method:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -28,6 +29,7 @@ from labd.wire import ErrorBody, ErrorInfo, Origin, encode_json, error_object
 __all__ = [
     "ApiError",
     "api_error_response",
+    "describe_validation",
     "documented_errors",
     "error_response",
     "install_error_handlers",
@@ -133,9 +135,10 @@ def api_error_response(exc: ApiError) -> Response:
     )
 
 
-def _describe_validation(exc: RequestValidationError) -> str:
+def describe_validation(errors: Sequence[Any]) -> str:
+    """One line for pydantic's errors of a request body: ``field: problem; ...``."""
     parts = []
-    for item in exc.errors():
+    for item in errors:
         where = ".".join(str(x) for x in item.get("loc", ()) if x != "body") or "body"
         parts.append(f"{where}: {item.get('msg', 'invalid')}")
     return "invalid request: " + "; ".join(parts)
@@ -151,7 +154,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         return error_response(
-            400, ValueError(_describe_validation(exc)), type_name="ValidationError"
+            400, ValueError(describe_validation(exc.errors())), type_name="ValidationError"
         )
 
     @app.exception_handler(StarletteHTTPException)

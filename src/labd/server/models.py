@@ -30,6 +30,10 @@ class AddDeviceRequest(_Request):
 
 
 class CallRequest(_Request):
+    """One device call; strict (``"timeout": "1.5"`` is refused), as the call fast path uses it."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
     method: str = Field(min_length=1)
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
