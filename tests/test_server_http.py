@@ -625,6 +625,27 @@ def test_task_endpoints(lab: Served) -> None:
     assert post(lab, "/tasks", {"task_id": "t1", "task_type": "Steps"}).status_code == 201
 
 
+class ClaimsByName:
+    """A task that writes ``device_ids`` as a bare string, a common slip."""
+
+    device_ids = "adder"
+
+    def __init__(self, task_id: str) -> None:
+        pass
+
+    def run(self, context: Any) -> None:
+        raise AssertionError("must not run")
+
+
+def test_a_task_with_bad_device_ids_is_a_400_naming_it(lab: Served) -> None:
+    lab.daemon.register_plugins(tasks={"ClaimsByName": ClaimsByName})
+    response = post(lab, "/tasks", {"task_id": "slip", "task_type": "ClaimsByName"})
+    err = assert_error(response, 400, "TaskError")
+    assert "'slip'" in err["message"] and "device_ids" in err["message"]
+    assert "'adder'" in err["message"]
+    assert lab.http.get("/devices/adder").json()["owned_by"] is None
+
+
 def test_task_control(lab: Served) -> None:
     assert post(lab, "/tasks", {"task_id": "w", "task_type": "Waiter"}).status_code == 201
     paused = post(lab, "/tasks/w/pause")

@@ -611,3 +611,116 @@ def test_task_context_defaults() -> None:
     assert not context.cancel_event.is_set()
     assert context.resume_event.is_set()
     context.report(0.5, "fine")  # no reporter: nothing happens, no error
+
+
+# -- code written for LabDaemon: keyword calls and validated device_ids -----------------------
+
+
+class Sweep:
+    """A task as LabDaemon's docs write them: devices claimed, keyword parameters."""
+
+    def __init__(self, task_id: str, start: float = 0.0, stop: float = 1.0) -> None:
+        self.task_id = task_id
+        self.start, self.stop = start, stop
+        self.device_ids = ["laser1"]
+
+    def run(self, context: ld.TaskContext) -> dict[str, Any]:
+        return {"task_id": self.task_id, "span": self.stop - self.start}
+
+
+class Plain:
+    def __init__(self, device_id: str) -> None:
+        pass
+
+
+def test_execute_task_takes_its_first_two_arguments_by_keyword_too(daemon: ld.LabDaemon) -> None:
+    daemon.add_device("laser1", Plain)
+    daemon.register_plugins(tasks={"Sweep": Sweep})
+    by_keyword = daemon.execute_task(task_id="t1", task_type="Sweep", start=1.0, stop=3.0)
+    assert by_keyword.wait(10) == {"task_id": "t1", "span": 2.0}
+    mixed = daemon.execute_task("t2", task_type=Sweep, stop=5.0)
+    assert mixed.wait(10) == {"task_id": "t2", "span": 5.0}
+    with daemon.task_context(task_id="t3", task_type="Sweep") as handle:
+        assert handle.wait(10)["task_id"] == "t3"
+    with pytest.raises(ld.TaskError, match="'t4'"):
+        daemon.execute_task(task_id="t4", task_type="Sweep", task_id_typo=1)
+
+
+@pytest.mark.parametrize(
+    "claimed",
+    ["laser1", [123], ["laser1", None], {"laser1": True}, 7, [""]],
+    ids=["a string", "a number", "None inside", "a dict", "an int", "an empty id"],
+)
+def test_device_ids_that_are_not_a_list_of_ids_are_refused(
+    daemon: ld.LabDaemon, claimed: Any
+) -> None:
+    for device_id in ("laser1", "l", "a", "s", "123"):
+        daemon.add_device(device_id, Plain)
+
+    class Claims:
+        device_ids = claimed
+
+        def __init__(self, task_id: str) -> None:
+            pass
+
+        def run(self, context: ld.TaskContext) -> None:
+            raise AssertionError("must not run")
+
+    with pytest.raises(ld.TaskError) as caught:
+        daemon.execute_task("claimer", Claims)
+    message = str(caught.value)
+    assert "'claimer'" in message and "device_ids" in message and repr(claimed) in message
+    assert not isinstance(caught.value, ld.exceptions.UnknownDeviceError)
+    assert all(daemon.owner_of(d) is None for d in daemon.list_devices())  # nothing claimed
+    assert "claimer" not in daemon.list_tasks()
+
+
+def test_device_ids_as_a_tuple_are_claimed(daemon: ld.LabDaemon) -> None:
+    daemon.add_device("laser1", Plain)
+    daemon.add_device("meter1", Plain)
+    gate = threading.Event()
+
+    class Both:
+        device_ids = ("laser1", "meter1")
+
+        def __init__(self, task_id: str) -> None:
+            pass
+
+        def run(self, context: ld.TaskContext) -> None:
+            gate.wait(10)
+
+    handle = daemon.execute_task("both", Both)
+    assert handle.device_ids == ["laser1", "meter1"]
+    assert daemon.owner_of("meter1") == "both"
+    gate.set()
+    handle.wait(10)
+
+
+def test_execute_task_shows_the_signature_spec_writes() -> None:
+    import inspect
+
+    for method in (ld.LabDaemon.execute_task,):
+        params = inspect.signature(method).parameters
+        assert list(params) == ["self", "task_id", "task_type", "params"]
+        assert params["task_id"].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        assert params["params"].kind is inspect.Parameter.VAR_KEYWORD
+
+
+def test_execute_task_argument_mistakes_are_clear(daemon: ld.LabDaemon) -> None:
+    with pytest.raises(TypeError, match="missing required argument: 'task_type'"):
+        daemon.execute_task(task_id="t")
+    with pytest.raises(TypeError, match="takes task_id and task_type"):
+        daemon.execute_task("t", Returns, "extra")
+
+
+def test_a_task_parameter_named_task_type_goes_to_the_task_when_ids_are_positional(
+    daemon: ld.LabDaemon,
+) -> None:
+    class Typed:
+        def __init__(self, task_id: str, task_type: str = "none") -> None:
+            self.kind = task_type
+
+        def run(self, context: ld.TaskContext) -> str:
+            return self.kind
+
+    assert daemon.execute_task("typed", Typed, task_type="raman").wait(10) == "raman"

@@ -37,6 +37,7 @@ from labd.exceptions import (
     UnknownTaskTypeError,
 )
 from labd.streams import RESERVED_KWARGS, DeviceStream, StreamHub, Subscription
+from labd.task_context import split_task_call, task_call_signature
 from labd.tasks import TaskHandle, current_task
 from labd.wire import DeviceInfo, ErrorInfo, MethodInfo, Origin, error_object
 
@@ -45,6 +46,22 @@ __all__ = ["DeviceRecord", "LabDaemon"]
 log = logging.getLogger(__name__)
 
 _ERROR_EVENT_INTERVAL = 1.0  # repeated identical errors publish at most one event per second
+
+
+def _claimed_devices(task: Any, task_id: str, type_name: str) -> list[str]:
+    """A task's ``device_ids``: a list (or tuple) of device id strings, else a TaskError.
+
+    A bare string would otherwise be claimed letter by letter.
+    """
+    claimed = getattr(task, "device_ids", None)
+    if claimed is None:
+        return []
+    if not isinstance(claimed, list | tuple) or not all(isinstance(d, str) and d for d in claimed):
+        raise TaskError(
+            f"task {task_id!r} ({type_name}): device_ids must be a list of device id"
+            f" strings, not {claimed!r}"
+        )
+    return list(claimed)
 
 
 class DeviceRecord:
@@ -389,8 +406,15 @@ class LabDaemon:
 
     # -- tasks --------------------------------------------------------------------------
 
-    def execute_task(self, task_id: str, task_type: str | type, /, **params: Any) -> TaskHandle:
-        """Start a task on its own thread after claiming its devices (all or none)."""
+    def execute_task(self, *args: Any, **params: Any) -> TaskHandle:
+        """``execute_task(task_id, task_type, **params)``: start a task on its own thread.
+
+        Its devices are claimed first (all or none). ``task_id`` and ``task_type`` may be
+        given by position or by keyword; the other keywords go to the task's ``__init__``
+        (see :func:`labd.task_context.split_task_call` for a task's own ``task_id`` or
+        ``task_type`` parameter).
+        """
+        task_id, task_type, params = split_task_call(args, params)
         if not isinstance(task_id, str) or not task_id:
             raise ValueError("task_id must be a non-empty string")
         cls, type_name = self._task_class(task_type)
@@ -402,7 +426,7 @@ class LabDaemon:
             task = instantiate(cls, task_id, params, kind="task")
         except (TypeError, ValueError, DeviceConfigurationError) as exc:
             raise TaskError(f"cannot create task {task_id!r} ({type_name}): {exc}") from exc
-        device_ids = [str(d) for d in (getattr(task, "device_ids", None) or [])]
+        device_ids = _claimed_devices(task, task_id, type_name)
         parent = current_task()
         with self._lock:
             existing = self._tasks.get(task_id)
@@ -489,12 +513,14 @@ class LabDaemon:
                 error=self._task_errors.get(handle.task_id),
             )
 
+    execute_task.__signature__ = task_call_signature()  # type: ignore[attr-defined]
+
     @contextmanager
-    def task_context(
-        self, task_id: str, task_type: str | type, **params: Any
-    ) -> Iterator[TaskHandle]:
-        """Start a task; on exit cancel it and wait for it to end."""
-        handle = self.execute_task(task_id, task_type, **params)
+    def task_context(self, *args: Any, **params: Any) -> Iterator[TaskHandle]:
+        """``task_context(task_id, task_type, **params)``: start a task; on exit cancel it
+        and wait for it to end."""
+        handle = self.execute_task(*args, **params)
+        task_id = handle.task_id
         try:
             yield handle
         finally:

@@ -6,12 +6,49 @@ task code run against a server) is the same class with the same methods.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["TaskContext"]
+__all__ = ["TaskContext", "split_task_call", "task_call_signature"]
+
+
+def split_task_call(
+    args: tuple[Any, ...], params: dict[str, Any]
+) -> tuple[Any, Any, dict[str, Any]]:
+    """``execute_task``'s ``(task_id, task_type, params)`` from its positional and keyword args.
+
+    Both ids may come by position or by keyword (LabDaemon's docs use keywords). Given by
+    position, a keyword ``task_id=`` or ``task_type=`` belongs to the task itself (the id
+    must then equal the task's id, as ``device_id=`` does for devices).
+    """
+    if len(args) > 2:
+        raise TypeError(
+            f"execute_task() takes task_id and task_type, then keyword parameters"
+            f" ({len(args)} positional arguments given)"
+        )
+    values = list(args)
+    params = dict(params)
+    for name in ("task_id", "task_type")[len(args) :]:
+        if name not in params:
+            raise TypeError(f"execute_task() missing required argument: {name!r}")
+        values.append(params.pop(name))
+    return values[0], values[1], params
+
+
+def task_call_signature(task_type: Any = "str | type") -> inspect.Signature:
+    """The signature ``execute_task`` shows: ``(task_id, task_type, **params)``."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    return inspect.Signature(
+        [
+            inspect.Parameter("self", kind),
+            inspect.Parameter("task_id", kind, annotation="str"),
+            inspect.Parameter("task_type", kind, annotation=task_type),
+            inspect.Parameter("params", inspect.Parameter.VAR_KEYWORD, annotation="Any"),
+        ]
+    )
 
 
 class TaskContext:

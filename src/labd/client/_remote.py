@@ -22,7 +22,7 @@ from labd.exceptions import (
     TaskCancelledError,
     TaskFailedError,
 )
-from labd.task_context import TaskContext
+from labd.task_context import TaskContext, split_task_call, task_call_signature
 from labd.wire import DeviceInfo, ErrorInfo, MethodInfo, TaskInfo
 
 if TYPE_CHECKING:
@@ -444,12 +444,18 @@ class RemoteDaemon:
 
     # ---- tasks ---------------------------------------------------------------------------
 
-    def execute_task(self, task_id: str, task_type: str, **params: Any) -> RemoteTaskHandle:
-        """Start a task of a registered type on the server."""
+    def execute_task(self, *args: Any, **params: Any) -> RemoteTaskHandle:
+        """``execute_task(task_id, task_type, **params)``: start a registered task type.
+
+        Takes its arguments as :meth:`labd.LabDaemon.execute_task` does.
+        """
+        task_id, task_type, params = split_task_call(args, params)
         if not isinstance(task_type, str):
             raise TypeError("a remote daemon takes registered task type names, not classes")
         answer = self.api.execute_task(task_id, task_type, params)
         return RemoteTaskHandle(self.api, task_id, task_type, answer.get("device_ids"))
+
+    execute_task.__signature__ = task_call_signature("str")  # type: ignore[attr-defined]
 
     def get_task(self, task_id: str) -> RemoteTaskHandle:
         """A handle for a task the server knows."""
