@@ -422,9 +422,11 @@ def test_a_writer_that_falls_behind_drops_and_counts_exactly(
     release = threading.Event()
     write_batch = Recording._write_batch
 
+    released: list[bool] = []  # checked below: the writer thread would swallow an assert
+
     def slow_write(self: Recording, batch: list[Any]) -> None:
         entered.set()
-        assert release.wait(30.0)
+        released.append(release.wait(30.0))
         write_batch(self, batch)
 
     monkeypatch.setattr(Recording, "_write_batch", slow_write)
@@ -438,6 +440,7 @@ def test_a_writer_that_falls_behind_drops_and_counts_exactly(
     assert rec.pending == 10
     release.set()
     rec.stop(timeout=30.0)
+    assert released and all(released)
 
     assert (rec.recorded, rec.lost) == (11, 90)
     assert rec.recorded + rec.lost == 101

@@ -20,7 +20,7 @@ from helpers import wait_until
 from labd.server import LabDaemonServer
 from labd.server.app import create_app
 from labd.wire import parse_timestamp
-from test_server_support import (
+from server_support import (
     GATES,
     TIMEOUT,
     TOKENS,
@@ -333,8 +333,9 @@ def test_hung_call_times_out_and_the_server_keeps_serving(
         assert err["context"] == {"device_id": "hung", "method": "hang"}
         assert hung.entered.is_set() and not hung.release.is_set()
 
-        best = min(_timed(lambda: lab.http.get("/health")) for _ in range(3))
-        assert best < 0.1
+        # /health is served while the call still hangs (its latency is a benchmark's job).
+        assert lab.http.get("/health").status_code == 200
+        assert not hung.release.is_set()
         assert lab.http.get("/devices/hung").status_code == 200
         assert (
             post(lab, "/devices/other/call", {"method": "add", "args": [2]}).json()["result"] == 2
@@ -355,12 +356,6 @@ def test_hung_call_times_out_and_the_server_keeps_serving(
         return r.status_code == 200
 
     assert wait_until(works, TIMEOUT)
-
-
-def _timed(request: Callable[[], httpx.Response]) -> float:
-    started = time.perf_counter()
-    assert request().status_code == 200
-    return time.perf_counter() - started
 
 
 def test_call_within_timeout_waits_for_the_previous_one(lab: Served) -> None:

@@ -11,7 +11,7 @@ import httpx
 
 from helpers import labd_threads, wait_until
 from labd.wire import parse_timestamp
-from test_server_support import (
+from server_support import (
     GATES,
     TIMEOUT,
     Served,

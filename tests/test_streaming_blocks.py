@@ -157,9 +157,11 @@ def test_stop_during_acquire_emits_nothing_more() -> None:
     release = threading.Event()
     emitted: list[str] = []
 
+    released: list[bool] = []  # the loop catches what acquire raises: record, check below
+
     def acquire() -> str:
         in_acquire.set()
-        assert release.wait(10.0)
+        released.append(release.wait(10.0))
         return "late"
 
     loop = RateLimitedLoop(acquire, emitted.append, 100.0, name="mid-acquire")
@@ -172,6 +174,7 @@ def test_stop_during_acquire_emits_nothing_more() -> None:
     stopper.join(10.0)
     assert not stopper.is_alive()
     assert emitted == []
+    assert released == [True]
     assert not labd_threads("mid-acquire")
 
 
@@ -351,10 +354,11 @@ def test_queue_with_a_slow_consumer_stays_bounded_and_counts_exactly() -> None:
 def test_queue_drops_when_full_without_blocking() -> None:
     entered = threading.Event()
     gate = threading.Event()
+    opened: list[bool] = []  # the queue catches what its callback raises: check below
 
     def blocked(item: int) -> None:
         entered.set()
-        assert gate.wait(10.0)
+        opened.append(gate.wait(10.0))
 
     queue = BackpressureQueue(blocked, maxsize=3, name="full")
     queue.start()
@@ -370,6 +374,7 @@ def test_queue_drops_when_full_without_blocking() -> None:
         gate.set()
         queue.stop(timeout=10.0, drain=True)
     assert (queue.delivered, queue.dropped, queue.pending) == (3, 1, 0)
+    assert opened == [True, True, True]
 
 
 def test_queue_stop_discards_pending_items_and_counts_them() -> None:
@@ -377,10 +382,12 @@ def test_queue_stop_discards_pending_items_and_counts_them() -> None:
     gate = threading.Event()
     received: list[int] = []
 
+    opened: list[bool] = []  # the queue catches what its callback raises: check below
+
     def blocked(item: int) -> None:
         received.append(item)
         entered.set()
-        assert gate.wait(10.0)
+        opened.append(gate.wait(10.0))
 
     queue = BackpressureQueue(blocked, maxsize=10, name="discard")
     queue.start()
@@ -396,6 +403,7 @@ def test_queue_stop_discards_pending_items_and_counts_them() -> None:
     assert not labd_threads("discard")
     assert received == [0]
     assert (queue.delivered, queue.dropped, queue.pending) == (1, 5, 0)
+    assert opened == [True]
 
 
 def test_queue_delivers_everything_in_order_when_not_full() -> None:
@@ -473,9 +481,10 @@ def test_queue_stop_from_inside_the_callback() -> None:
     received: list[int] = []
     queue: BackpressureQueue
     gate = threading.Event()
+    opened: list[bool] = []  # the queue catches what its callback raises: check below
 
     def callback(item: int) -> None:
-        assert gate.wait(10.0)
+        opened.append(gate.wait(10.0))
         received.append(item)
         if item == 2:
             queue.stop(timeout=5.0)
@@ -490,6 +499,7 @@ def test_queue_stop_from_inside_the_callback() -> None:
     assert received == [0, 1, 2]
     assert (queue.delivered, queue.dropped, queue.pending) == (3, 7, 0)
     assert not queue.is_running()
+    assert opened == [True, True, True]
 
 
 def test_queue_restarts_and_names_its_thread() -> None:

@@ -52,7 +52,10 @@ class Manual:
     def _loop(self) -> None:
         self.thread_ident = threading.get_ident()
         while True:
-            job = self._inbox.get(timeout=30)
+            try:
+                job = self._inbox.get(timeout=30)
+            except queue.Empty:  # idle for long: a test left it running; end quietly
+                return
             if job is None:
                 return
             job()
@@ -264,16 +267,19 @@ def test_stream_end_is_the_last_event_of_its_run_even_mid_datum(
 def test_callbacks_run_outside_the_device_lock(daemon: ld.LabDaemon, manual: Any) -> None:
     owned: list[bool] = []
     threads: list[int] = []
+    reads: list[Any] = []
 
-    def check(datum: Any) -> None:
+    def check(datum: Any) -> None:  # the hub catches what a callback raises: only record
         owned.append(manual._ld_lock._is_owned())
         threads.append(threading.get_ident())
-        assert manual.read() == 7  # a public method from inside the callback
+        reads.append(manual.read())  # a public method from inside the callback
 
     daemon.start_streaming("m", check)
     manual._push(1, 2)
     assert owned == [False, False]
     assert threads == [manual.thread_ident] * 2
+    assert reads == [7, 7]
+    assert daemon.get_last_error("m") is None
 
 
 def test_start_from_a_thread_holding_the_lock_runs_synchronous_callbacks_unlocked(
@@ -494,6 +500,7 @@ def test_emitter_end_ends_the_stream(daemon: ld.LabDaemon, manual: Any) -> None:
     assert [kind for kind, _ in ring_frames(daemon, "m")] == ["device_data", "stream_end"]
     manual._push(2)  # after end() the old callback delivers nothing
     assert col.data == [1]
+    manual._quit()  # the device said "over" but its loop still runs: end it
 
 
 def test_device_stop_raising_is_recorded_and_ends_the_stream(daemon: ld.LabDaemon) -> None:
