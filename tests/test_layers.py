@@ -1,70 +1,53 @@
-"""The layers point one way: core ← sim; core ← server; wire/exceptions/task_context ← client;
-all ← cli."""
+"""The layers point one way, with no import cycles: import-linter's contracts hold.
+
+The contracts live in pyproject.toml (``[tool.importlinter]``): the core imports none of
+the server, the clients, the CLI or the simulated lab; the clients use only the shared
+wire formats, exceptions, data files and task context; the simulated lab is plain device
+code; the server never imports the CLI; no package has an import cycle.
+"""
 
 from __future__ import annotations
 
-import ast
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "labd"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "labd"
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+#: Top-level modules that are not the core: the entry point and the client helpers.
+OUTSIDE_THE_CORE = {"__init__", "__main__", "patterns"}
 
 
-def _labd_imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.startswith("labd"))
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "labd":
-                found.update(f"labd.{a.name}" for a in node.names)
-            elif node.module.startswith("labd."):
-                found.add(node.module)
-    return found
+def _contracts() -> list[dict[str, object]]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return config["tool"]["importlinter"]["contracts"]  # type: ignore[no-any-return]
 
 
-def _modules(sub: str) -> list[Path]:
-    root = SRC / sub if sub else SRC
-    return sorted(root.glob("*.py") if not sub else root.rglob("*.py"))
+@pytest.mark.skipif(not LINT_IMPORTS.exists(), reason="import-linter is not installed")
+def test_import_linter_contracts_are_kept() -> None:
+    done = subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 broken" in done.stdout
 
 
-CORE = [p for p in _modules("") if p.name not in ("__main__.py", "patterns.py")]
+def test_every_core_module_is_bound_by_the_core_contract() -> None:
+    core = next(c for c in _contracts() if str(c["name"]).startswith("The core imports"))
+    bound = set(core["source_modules"])  # type: ignore[call-overload]
+    modules = {f"labd.{p.stem}" for p in SRC.glob("*.py") if p.stem not in OUTSIDE_THE_CORE}
+    assert modules == bound, (sorted(modules - bound), sorted(bound - modules))
 
 
-def _under(name: str, package: str) -> bool:
-    return name == package or name.startswith(package + ".")
-
-
-@pytest.mark.parametrize("path", CORE, ids=lambda p: p.name)
-def test_core_imports_no_server_client_or_cli(path: Path) -> None:
-    bad = {
-        m
-        for m in _labd_imports(path)
-        if any(_under(m, p) for p in ("labd.server", "labd.client", "labd.cli", "labd.sim"))
-    }
-    assert not bad, f"{path.name} imports {sorted(bad)}"
-
-
-@pytest.mark.parametrize("path", _modules("client"), ids=lambda p: p.name)
-def test_client_imports_only_shared_wire_models(path: Path) -> None:
-    allowed = ("labd.client", "labd.wire", "labd.exceptions", "labd.datafiles", "labd.task_context")
-    bad = {m for m in _labd_imports(path) if not any(_under(m, p) for p in allowed)}
-    assert not bad, f"client/{path.name} imports {sorted(bad)}"
-
-
-@pytest.mark.parametrize("path", _modules("sim"), ids=lambda p: p.name)
-def test_sim_uses_only_the_public_core(path: Path) -> None:
-    bad = {
-        m
-        for m in _labd_imports(path)
-        if any(_under(m, p) for p in ("labd.server", "labd.client", "labd.cli"))
-    }
-    assert not bad, f"sim/{path.name} imports {sorted(bad)}"
-
-
-@pytest.mark.parametrize("path", _modules("server"), ids=lambda p: p.name)
-def test_server_does_not_import_the_cli(path: Path) -> None:
-    bad = {m for m in _labd_imports(path) if _under(m, "labd.cli")}
-    assert not bad, f"server/{path.name} imports {sorted(bad)}"
+def test_every_package_is_checked_for_cycles() -> None:
+    acyclic = [c for c in _contracts() if c["type"] == "acyclic_siblings"]
+    assert acyclic and acyclic[0]["ancestors"] == ["labd"]

@@ -4,8 +4,7 @@ Write each instrument driver once as a plain class; use it from scripts, tasks, 
 and over the network. ``import labd as ld``.
 """
 
-__version__ = "0.1.0"
-
+from labd._version import __version__
 from labd.daemon import LabDaemon
 from labd.datafiles import (
     LabDaemonJSONEncoder,

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from labd._version import __version__
+
 __all__ = [
     "LabDaemonJSONEncoder",
     "capture_metadata",
@@ -330,15 +332,13 @@ def capture_metadata(**extra: Any) -> dict[str, Any]:
     ``platform``, ``python_version``, ``labd_version``, ``numpy_version``; ``extra``
     keys are added last and win over these.
     """
-    from labd import __version__ as labd_version
-
     metadata: dict[str, Any] = {
         "timestamp": datetime.now(UTC).isoformat(),
         "hostname": socket.gethostname(),
         "user": _user_name(),
         "platform": platform.platform(),
         "python_version": platform.python_version(),
-        "labd_version": labd_version,
+        "labd_version": __version__,
         "numpy_version": np.__version__,
     }
     metadata.update(extra)

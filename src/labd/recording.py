@@ -49,7 +49,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -66,8 +66,24 @@ from labd.exceptions import DeviceError
 if TYPE_CHECKING:
     import os
 
-    from labd.daemon import DeviceRecord, LabDaemon
-    from labd.streams import Subscription
+    from labd.streams import DeviceStream, Subscription
+
+
+class _Daemon(Protocol):
+    """What a recording needs of its daemon (which imports this module)."""
+
+    def record_error(
+        self, device_id: str, exc: BaseException, origin: Any = ..., **context: Any
+    ) -> None: ...
+
+
+class _Device(Protocol):
+    """What a recording needs of the daemon's record of a device."""
+
+    device_id: str
+    device_type: str
+    stream: DeviceStream | None
+
 
 __all__ = ["FORMAT_VERSION", "Recording", "load_recording"]
 
@@ -307,8 +323,8 @@ class Recording:
 
     def __init__(
         self,
-        daemon: LabDaemon,
-        record: DeviceRecord,
+        daemon: _Daemon,
+        record: _Device,
         path: str | os.PathLike[str],
         metadata: Mapping[str, Any] | None = None,
         *,

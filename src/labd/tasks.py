@@ -18,15 +18,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from labd.exceptions import TaskCancelledError, TaskError, TaskFailedError
 from labd.ring import EventRing, RingEvent
 from labd.task_context import TaskContext
 from labd.wire import TaskInfo, encode_json, error_object, format_timestamp, sse_frame
-
-if TYPE_CHECKING:
-    from labd.daemon import LabDaemon
 
 __all__ = ["FINAL_STATUSES", "TRANSITIONS", "TaskContext", "TaskHandle", "current_task"]
 
@@ -56,7 +53,7 @@ class TaskHandle:
 
     def __init__(
         self,
-        daemon: LabDaemon,
+        daemon: Any,  # the LabDaemon running it (typed loosely: the daemon imports this)
         task_id: str,
         task_type: str,
         task: Any,

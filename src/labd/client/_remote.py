@@ -11,10 +11,10 @@ import logging
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from labd.client._errors import local_exception
-from labd.client._sse import FINAL_TASK_STATUSES
+from labd.client._sse import FINAL_TASK_STATUSES, SSEClient
 from labd.exceptions import (
     DeviceBusyError,
     ServerAPIError,
@@ -24,9 +24,6 @@ from labd.exceptions import (
 )
 from labd.task_context import TaskContext, split_task_call, task_call_signature
 from labd.wire import DeviceInfo, ErrorInfo, MethodInfo, TaskInfo
-
-if TYPE_CHECKING:
-    from labd.client._api import ServerAPI
 
 __all__ = [
     "RemoteDaemon",
@@ -38,6 +35,49 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class Server(Protocol):
+    """What the remote stand-ins need of a client: the :class:`ServerAPI` methods they call.
+
+    A protocol, so that this module does not import the client that makes these objects.
+    """
+
+    base_url: str
+
+    def list_devices(self) -> list[DeviceInfo]: ...
+    def get_device(self, device_id: str) -> DeviceInfo: ...
+    def get_device_methods(self, device_id: str) -> list[MethodInfo]: ...
+    def add_device(self, device_id: str, device_type: str, **params: Any) -> DeviceInfo: ...
+    def connect_device(self, device_id: str) -> DeviceInfo: ...
+    def disconnect_device(self, device_id: str) -> DeviceInfo: ...
+    def remove_device(self, device_id: str) -> None: ...
+    def call_device_method(
+        self,
+        device_id: str,
+        method: str,
+        args: list[Any] | tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any: ...
+    def get_device_error(self, device_id: str) -> ErrorInfo | None: ...
+    def clear_device_error(self, device_id: str) -> None: ...
+    def start_streaming(self, device_id: str, **kwargs: Any) -> Any: ...
+    def stop_streaming(self, device_id: str) -> Any: ...
+    def list_tasks(self) -> list[TaskInfo]: ...
+    def get_task(self, task_id: str) -> TaskInfo: ...
+    def execute_task(
+        self, task_id: str, task_type: str, params: dict[str, Any] | None = None
+    ) -> dict[str, Any]: ...
+    def cancel_task(self, task_id: str) -> Any: ...
+    def pause_task(self, task_id: str) -> Any: ...
+    def resume_task(self, task_id: str) -> Any: ...
+    def set_task_parameter(self, task_id: str, key: str, value: Any) -> None: ...
+    def get_task_parameter(self, task_id: str, key: str) -> Any: ...
+    def wait_task(
+        self, task_id: str, timeout: float | None = None, poll_interval: float = 1.0
+    ) -> TaskInfo: ...
+    def sse_client(self, on_event: Any = None, **options: Any) -> SSEClient: ...
 
 
 def _reraise_local(exc: ServerAPIError) -> None:
@@ -73,7 +113,7 @@ class RemoteSubscription:
     the server reported (events this client fell behind on). Ends on ``stream_end``.
     """
 
-    def __init__(self, api: ServerAPI, device_id: str, callback: Callable[[Any], object]) -> None:
+    def __init__(self, api: Server, device_id: str, callback: Callable[[Any], object]) -> None:
         self.device_id = device_id
         self.delivered = 0
         self.dropped = 0
@@ -142,7 +182,7 @@ class RemoteDevice:
     re-raised as themselves; other failures raise :class:`ServerAPIError`.
     """
 
-    def __init__(self, api: ServerAPI, device_id: str, call_timeout: float | None = None) -> None:
+    def __init__(self, api: Server, device_id: str, call_timeout: float | None = None) -> None:
         self.device_id = device_id
         self._api = api
         self._call_timeout = call_timeout
@@ -241,7 +281,7 @@ class RemoteTaskHandle:
 
     def __init__(
         self,
-        api: ServerAPI,
+        api: Server,
         task_id: str,
         task_type: str = "",
         device_ids: list[str] | None = None,
@@ -378,7 +418,7 @@ def _accepts_task_id(cls: type) -> bool:
 class RemoteDaemon:
     """A daemon-like view of a labd server, for code written against ``context.daemon``."""
 
-    def __init__(self, api: ServerAPI) -> None:
+    def __init__(self, api: Server) -> None:
         self.api = api
         self._devices: dict[str, RemoteDevice] = {}
         self._guard = threading.Lock()
