@@ -39,7 +39,7 @@ from typing import Any
 
 from labd.daemon import LabDaemon
 from labd.devices import accepts_keyword
-from labd.exceptions import LabDaemonException
+from labd.exceptions import ConfigError, LabStartError
 
 __all__ = [
     "ROLES",
@@ -57,25 +57,6 @@ ROLES = ("viewer", "operator", "admin")
 
 _TOP_KEYS = ("server", "devices", "tasks")
 _DEVICE_KEYS = ("id", "type", "connect", "params")
-
-
-class ConfigError(LabDaemonException, ValueError):
-    """A lab configuration that cannot be used; ``str()`` is one line: file, entry, problem."""
-
-    exit_code = 2
-
-    def __init__(self, path: str | Path, entry: str | None, problem: str) -> None:
-        self.path = str(path)
-        self.entry = entry
-        self.problem = problem
-        where = f"{self.path}: {entry}" if entry else self.path
-        super().__init__(f"{where}: {problem}")
-
-
-class LabStartError(ConfigError):
-    """A valid configuration whose lab could not be brought up (a device failed to connect)."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)

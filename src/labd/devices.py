@@ -29,7 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError
 from typing import Any, TypeVar
 
-from labd.exceptions import DeviceConfigurationError, DeviceTimeoutError
+from labd.exceptions import DeviceBusy, DeviceConfigurationError, DeviceTimeoutError
 from labd.wire import MethodInfo, ParameterInfo
 
 __all__ = [
@@ -315,10 +315,6 @@ def describe_callable(name: str, func: Callable[..., Any]) -> MethodInfo:
 def describe_methods(methods: dict[str, Callable[..., Any]]) -> list[MethodInfo]:
     """Describe each public method (from the originals recorded by :func:`wrap_device`)."""
     return [describe_callable(name, methods[name]) for name in sorted(methods)]
-
-
-class DeviceBusy(DeviceTimeoutError):
-    """An earlier call to this device outlived its timeout and is still running."""
 
 
 _QUEUED, _RUNNING, _DONE, _DROPPED = range(4)

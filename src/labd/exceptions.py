@@ -5,6 +5,7 @@
     │   ├── DeviceConnectionError      connect() raised (the original is chained)
     │   ├── DeviceNotConnectedError
     │   ├── DeviceTimeoutError         a device call outlived its timeout
+    │   │   └── DeviceBusy             an earlier call outlived its timeout and still runs
     │   ├── DeviceConfigurationError
     │   │   └── DeviceArgumentError    arguments do not fit the method (also TypeError)
     │   ├── DeviceOperationError
@@ -16,6 +17,8 @@
     ├── ServerAPIError                 an HTTP error answer (.status_code, .error)
     │   ├── ServerConnectionError      the server could not be reached
     │   └── DeviceBusyError            409: the device is owned or busy
+    ├── ConfigError                    a lab file that cannot be used (also ValueError)
+    │   └── LabStartError              a valid lab file whose lab could not be brought up
     └── (lookup errors, also ValueError)
         ├── DuplicateDeviceError, UnknownDeviceError, UnknownDeviceTypeError
         ├── DuplicateTaskError, UnknownTaskError, UnknownTaskTypeError
@@ -26,10 +29,13 @@ Lookup errors subclass ``ValueError`` too, so ``except ValueError`` code keeps w
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "ConfigError",
     "DeviceArgumentError",
+    "DeviceBusy",
     "DeviceBusyError",
     "DeviceConfigurationError",
     "DeviceConnectionError",
@@ -42,6 +48,7 @@ __all__ = [
     "DuplicateTaskError",
     "ErrorBudgetExhausted",
     "LabDaemonException",
+    "LabStartError",
     "PluginConflictError",
     "ServerAPIError",
     "ServerConnectionError",
@@ -89,6 +96,10 @@ class DeviceOperationError(DeviceError):
 
 class ErrorBudgetExhausted(DeviceOperationError):
     """A streaming loop stopped after too many consecutive failures; the last one is chained."""
+
+
+class DeviceBusy(DeviceTimeoutError):
+    """An earlier call to this device outlived its timeout and is still running."""
 
 
 class DeviceOwnedError(DeviceError):
@@ -146,6 +157,25 @@ class UnknownTaskTypeError(_LookupProblem):
 
 class UnknownTaskError(_LookupProblem):
     """No task has that id."""
+
+
+class ConfigError(LabDaemonException, ValueError):
+    """A lab configuration that cannot be used; ``str()`` is one line: file, entry, problem."""
+
+    exit_code = 2
+
+    def __init__(self, path: str | Path, entry: str | None, problem: str) -> None:
+        self.path = str(path)
+        self.entry = entry
+        self.problem = problem
+        where = f"{self.path}: {entry}" if entry else self.path
+        super().__init__(f"{where}: {problem}")
+
+
+class LabStartError(ConfigError):
+    """A valid configuration whose lab could not be brought up (a device failed to connect)."""
+
+    exit_code = 1
 
 
 class ServerAPIError(LabDaemonException):
