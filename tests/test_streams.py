@@ -770,3 +770,35 @@ def test_seed_style_loop_that_breaks_yields_the_end(daemon: ld.LabDaemon) -> Non
     assert not dev.is_streaming()
     kinds = [kind for kind, _ in ring_frames(daemon, "brk")]
     assert kinds == ["device_data"] * 5 + ["stream_end"]
+
+
+# -- states as data -------------------------------------------------------------------------
+
+
+def test_stream_states_follow_the_table_and_each_change_publishes_one_event(
+    daemon: ld.LabDaemon, manual: Any
+) -> None:
+    from labd.streams import STREAM_TRANSITIONS, StreamState
+
+    assert set(STREAM_TRANSITIONS) == set(StreamState)
+    seen: list[tuple[str, Any]] = []
+    daemon.events.add_listener(
+        lambda body: (
+            seen.append((body["event"], body.get("run")))
+            if body["event"].startswith("streaming_")
+            else None
+        )
+    )
+    stream = daemon.streams.get("m")
+    assert stream.state is StreamState.IDLE
+    daemon.start_streaming("m", Collector())
+    daemon.start_streaming("m", Collector())  # joins: no second start, no event
+    assert stream.state is StreamState.RUNNING
+    daemon.stop_streaming("m")
+    daemon.stop_streaming("m")  # a no-op: no event
+    assert stream.state is StreamState.IDLE
+    assert seen == [("streaming_started", 1), ("streaming_stopped", 1)]
+
+    with stream._cond, pytest.raises(RuntimeError, match="cannot go from idle to stopping"):
+        stream._enter(StreamState.STOPPING)
+    assert stream.state is StreamState.IDLE

@@ -162,6 +162,22 @@ def test_status_table_has_the_spec_statuses() -> None:
         assert TRANSITIONS[final] == frozenset()
 
 
+def test_a_status_change_the_table_refuses_raises_and_publishes_nothing(
+    daemon: ld.LabDaemon,
+) -> None:
+    handle = daemon.execute_task("done", Returns)
+    handle.wait(10)
+    seen = len(handle.events.snapshot())
+    for new in ("running", "paused", "failed"):
+        with pytest.raises(ld.TaskError, match="'done' is completed; it cannot become"):
+            handle._set_status(new)
+    assert handle.status == "completed" and len(handle.events.snapshot()) == seen
+    with pytest.raises(ld.TaskError, match="not running"):
+        handle.pause()
+    handle.cancel()  # idempotent on a finished task
+    assert handle.status == "completed"
+
+
 def test_task_id_injection_and_bad_params(daemon: ld.LabDaemon) -> None:
     class Named:
         def __init__(self, task_id: str, n: int = 1) -> None:

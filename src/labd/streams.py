@@ -7,10 +7,12 @@ datum, encode it once into the device's history ring (only when remote readers m
 exist), then call the local subscribers. Remote readers follow the ring with their own
 cursors, so their number never costs the device anything.
 
-Lifecycle of a device stream (``DeviceStream.state``)::
+Lifecycle of a device stream (``DeviceStream.state``, a :class:`StreamState`; the allowed
+changes are :data:`STREAM_TRANSITIONS`)::
 
     idle --subscribe--> starting --device started--> running --stop/ended--> stopping --> idle
-                           \\--device start raised--> idle
+      \\                    \\--device start raised--> idle
+       \\--the device restarted itself (adopted)--> running
 
 Calls from outside the device (scripts, tasks, the daemon, the server) reach the hub's
 versions of the streaming trio, installed on the instance; the device's own code calling
@@ -28,6 +30,7 @@ against a device loop that takes the lock.
 
 from __future__ import annotations
 
+import enum
 import functools
 import inspect
 import logging
@@ -44,7 +47,7 @@ from labd.ring import EventRing, RingEvent
 from labd.streaming import BackpressureQueue
 from labd.wire import Origin, encode_json, encode_stream_envelope, error_object, sse_frame
 
-__all__ = ["DeviceStream", "StreamHub", "Subscription"]
+__all__ = ["STREAM_TRANSITIONS", "DeviceStream", "StreamHub", "StreamState", "Subscription"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,37 @@ _TRANSITION_TIMEOUT = 30.0
 _WATCH_INTERVAL = 0.2
 #: Consecutive False reads of ``is_streaming()`` after which the watcher ends a stream.
 _DEAD_READS = 2
+
+
+class StreamState(enum.Enum):
+    """Where a device stream is in its lifecycle."""
+
+    IDLE = "idle"
+    STARTING = "starting"  # the device's start_streaming is running
+    RUNNING = "running"
+    STOPPING = "stopping"  # ending: no new run may start until the end is delivered
+
+    def __str__(self) -> str:
+        return self.value
+
+
+IDLE, STARTING, RUNNING, STOPPING = StreamState
+
+#: The changes of state a device stream may make; :meth:`DeviceStream._set_state` raises
+#: for any other.
+STREAM_TRANSITIONS: dict[StreamState, frozenset[StreamState]] = {
+    IDLE: frozenset({STARTING, RUNNING}),  # a subscription starts it / the device restarted
+    STARTING: frozenset({RUNNING, IDLE}),  # started / its start raised
+    RUNNING: frozenset({STOPPING}),
+    STOPPING: frozenset({IDLE}),
+}
+
+#: The daemon event each change publishes, exactly once; other changes publish none.
+_STATE_EVENTS = {
+    (STARTING, RUNNING): "streaming_started",
+    (IDLE, RUNNING): "streaming_started",
+    (STOPPING, IDLE): "streaming_stopped",
+}
 
 
 class Subscription:
@@ -247,7 +281,7 @@ class DeviceStream:
         )
         self._start_signature = _signature(self._device_start)
         self._cond = threading.Condition(threading.Lock())
-        self.state = "idle"
+        self.state = IDLE
         self.run = 0
         self.args: tuple[Any, ...] = ()
         self.kwargs: dict[str, Any] = {}
@@ -273,7 +307,7 @@ class DeviceStream:
 
     @property
     def running(self) -> bool:
-        return self.state in ("starting", "running")
+        return self.state is STARTING or self.state is RUNNING
 
     @property
     def subscribers(self) -> int:
@@ -311,11 +345,11 @@ class DeviceStream:
             if callback is not None
             else None
         )
-        if self._stopped_itself and self.state == "running":
+        if self._stopped_itself and self.state is RUNNING:
             self._end_if_dead(confirmed=True)  # it stopped itself: do not join a dead stream
         with self._cond:
             ready = self._cond.wait_for(
-                lambda: self.state in ("idle", "running"), timeout=_TRANSITION_TIMEOUT
+                lambda: self.state is IDLE or self.state is RUNNING, timeout=_TRANSITION_TIMEOUT
             )
             if not ready:
                 raise DeviceError(
@@ -323,7 +357,7 @@ class DeviceStream:
                 )
             if sub is not None:
                 sub._start()
-            if self.state == "running":
+            if self.state is RUNNING:
                 if (args or kwargs) and (args, kwargs) != (self.args, self.kwargs):
                     log.warning(
                         "device %r is already streaming with %s; ignoring %s",
@@ -335,7 +369,7 @@ class DeviceStream:
                     self._subs = (*self._subs, sub)
                 self.explicit = self.explicit or explicit
                 return sub
-            self.state = "starting"
+            self._enter(STARTING)
             self.run += 1
             run = self.run
             self._next_seq = 0
@@ -357,20 +391,18 @@ class DeviceStream:
             with self._cond:
                 self._active_run = 0
                 self._starter = None
-                self.state = "idle"
+                self._enter(IDLE)
                 subs, self._subs = self._subs, ()
-                self._cond.notify_all()
             for s in subs:
                 s._finish(exc, notify=False)
             if isinstance(exc, Exception):
                 self._record(exc, "device")
             raise
         with self._cond:
-            self.state = "running"
+            self._enter(RUNNING)
             self._starter = None
             stop_now = self._stop_requested
-            self._cond.notify_all()
-        self.hub._stream_started(self)
+        self._publish(STARTING, RUNNING)
         if stop_now:
             # Asked for while the device was starting (by a callback, or by the device's
             # end()): the stop runs on a labd thread, never on the caller's.
@@ -388,6 +420,22 @@ class DeviceStream:
                 f"bad arguments for {self.device_id}.start_streaming"
                 f" ({_arguments_text(args, kwargs)}): {exc}"
             ) from None
+
+    def _enter(self, new: StreamState) -> None:
+        """Change the state by :data:`STREAM_TRANSITIONS`; the caller holds ``_cond``.
+
+        Wakes every thread waiting for a change. The change's daemon event, if it has
+        one, is published by :meth:`_publish` once the lock is released.
+        """
+        old = self.state
+        if new not in STREAM_TRANSITIONS[old]:
+            raise RuntimeError(f"stream of device {self.device_id!r} cannot go from {old} to {new}")
+        self.state = new
+        self._cond.notify_all()
+
+    def _publish(self, old: StreamState, new: StreamState) -> None:
+        """Tell the hub about a change made by :meth:`_enter`: one event, outside the lock."""
+        self.hub._state_changed(self, _STATE_EVENTS[old, new])
 
     def _remove(self, sub: Subscription) -> None:
         with self._cond:
@@ -432,12 +480,12 @@ class DeviceStream:
 
     def _device_end(self, run: int) -> None:
         with self._cond:
-            if run != self.run or self.state not in ("starting", "running"):
+            if run != self.run or not self.running:
                 return
-            if self.state == "starting":
+            if self.state is STARTING:
                 self._stop_requested = True
                 return
-            self.state = "stopping"
+            self._enter(STOPPING)
             self._active_run = 0
         self._ended(None)
 
@@ -455,18 +503,18 @@ class DeviceStream:
         here = threading.current_thread()
         with self._cond:
             if (
-                self.state == "starting"
+                self.state is STARTING
                 and here is not self._starter
                 and here not in self._emit_threads
             ):
                 wait = _TRANSITION_TIMEOUT if timeout is None else timeout
-                self._cond.wait_for(lambda: self.state != "starting", timeout=wait)
-            if self.state == "starting":
+                self._cond.wait_for(lambda: self.state is not STARTING, timeout=wait)
+            if self.state is STARTING:
                 self._stop_requested = True  # the starting thread hands it to a labd thread
                 return
-            if self.state != "running":
+            if self.state is not RUNNING:
                 return
-            self.state = "stopping"
+            self._enter(STOPPING)
             self._active_run = 0
         if here in self._emit_threads:
             self.hub._spawn(f"labd-stop-{self.device_id}", self._stop_device, timeout)
@@ -501,11 +549,10 @@ class DeviceStream:
             subs, self._subs = self._subs, ()
             self.explicit = False
             self._emit_threads = frozenset()
-            self.state = "idle"
-            self._cond.notify_all()
+            self._enter(IDLE)
         for sub in subs:
             sub._finish(error)
-        self.hub._stream_stopped(self)
+        self._publish(STOPPING, IDLE)
 
     def check_alive(self) -> None:
         """End the stream for everyone once the device's own loop has stopped.
@@ -517,7 +564,7 @@ class DeviceStream:
 
     def _end_if_dead(self, *, confirmed: bool = False) -> None:
         probe = self._device_is_streaming
-        if self.state != "running" or (probe is None and not confirmed):
+        if self.state is not RUNNING or (probe is None and not confirmed):
             return
         try:
             alive = bool(probe()) if probe is not None else False
@@ -531,9 +578,9 @@ class DeviceStream:
         if self._dead_reads < _DEAD_READS and not confirmed:
             return
         with self._cond:
-            if self.state != "running":
+            if self.state is not RUNNING:
                 return
-            self.state = "stopping"
+            self._enter(STOPPING)
             self._active_run = 0
         log.info("stream of device %r ended by itself", self.device_id)
         self._ended(None)
@@ -568,22 +615,22 @@ class DeviceStream:
         if emitter is None or emitter._stream is not self:
             return result
         with self._cond:
-            if self.state != "idle":
+            if self.state is not IDLE:
                 return result
-            self.state = "running"
+            self._enter(RUNNING)
             self.run += 1
             emitter._run = self._active_run = self.run
             self._next_seq = 0
             self._subs = ()
             self.explicit = True
             self.started_at = time.time()
-        self.hub._stream_started(self)
+        self._publish(IDLE, RUNNING)
         return result
 
     def is_streaming(self) -> bool:
-        if self.state == "starting":
+        if self.state is STARTING:
             return True
-        if self.state != "running":
+        if self.state is not RUNNING:
             return False
         probe = self._device_is_streaming
         if probe is None:
@@ -606,7 +653,7 @@ class DeviceStream:
         """
         with self._cond:
             self.remote_readers = max(0, self.remote_readers - 1)
-            stop = self.remote_readers == 0 and self.state == "running" and not self.explicit
+            stop = self.remote_readers == 0 and self.state is RUNNING and not self.explicit
         if stop:
             self.stop(timeout=2.0)
         return stop
@@ -689,14 +736,12 @@ class StreamHub:
         else:
             log.error("device %r: %s error: %s", device_id, origin, exc)
 
-    def _stream_started(self, stream: DeviceStream) -> None:
-        self._ensure_watcher()
+    def _state_changed(self, stream: DeviceStream, event: str) -> None:
+        """A stream started or stopped: publish the event (and watch started streams)."""
+        if event == "streaming_started":
+            self._ensure_watcher()
         if self._on_event is not None:
-            self._on_event("streaming_started", device_id=stream.device_id, run=stream.run)
-
-    def _stream_stopped(self, stream: DeviceStream) -> None:
-        if self._on_event is not None:
-            self._on_event("streaming_stopped", device_id=stream.device_id, run=stream.run)
+            self._on_event(event, device_id=stream.device_id, run=stream.run)
 
     def _ensure_watcher(self) -> None:
         with self._lock:

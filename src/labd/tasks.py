@@ -29,7 +29,7 @@ __all__ = ["FINAL_STATUSES", "TRANSITIONS", "TaskContext", "TaskHandle", "curren
 
 log = logging.getLogger(__name__)
 
-#: Allowed status transitions; anything else is a bug.
+#: Allowed status transitions; :meth:`TaskHandle._set_status` raises TaskError for others.
 TRANSITIONS: dict[str, frozenset[str]] = {
     "pending": frozenset({"running"}),
     "running": frozenset({"paused", "completed", "failed", "cancelled"}),
@@ -90,18 +90,22 @@ class TaskHandle:
         """One of ``running``, ``paused``, ``completed``, ``failed``, ``cancelled``."""
         return "running" if self._status == "pending" else self._status
 
-    def _set_status(self, new: str) -> bool:
+    def _set_status(self, new: str) -> None:
+        """Change the status by :data:`TRANSITIONS` and publish ``task_status`` once.
+
+        Setting the current status again changes nothing (a second ``pause()``); any
+        change the table does not allow raises TaskError naming both statuses.
+        """
         with self._lock:
             old = self._status
             if new == old:
-                return False
+                return
             if new not in TRANSITIONS[old]:
-                return False
+                raise TaskError(f"task {self.task_id!r} is {self.status}; it cannot become {new}")
             self._status = new
         body = {"task_id": self.task_id, "status": new}
         self._append("task_status", body)
         self._publish("task_status", **body)
-        return True
 
     def _append(self, event: str, body: dict[str, Any]) -> None:
         now = time.time()
@@ -131,7 +135,10 @@ class TaskHandle:
         self.context.cancel_event.set()
         self.context.resume_event.set()
         if self._status == "paused":
-            self._set_status("running")
+            try:
+                self._set_status("running")
+            except TaskError:  # it finished meanwhile: nothing left to wake
+                pass
         for child in list(self.children):
             child.cancel()
 
