@@ -668,6 +668,11 @@ def test_task_error_records(lab: Served) -> None:
     assert "diverged" in error["message"] and "RuntimeError" in error["traceback"]
     info = lab.http.get("/tasks/bad").json()
     assert info["status"] == "failed" and info["exception"]["type"] == "RuntimeError"
+    # One error object, made when the task failed: every read sees the same one.
+    assert info["exception"] == error
+    assert lab.http.get("/tasks/bad").json()["exception"] == error
+    assert lab.http.get("/tasks").json()["tasks"][0]["exception"] == error
+    assert error["context"] == {"task_id": "bad", "task_type": "Steps"}
     assert lab.http.delete("/tasks/bad/error").status_code == 204
     assert_error(lab.http.get("/tasks/bad/error"), 404)
     assert_error(lab.http.get("/tasks/ghost/error"), 404)

@@ -39,7 +39,8 @@ from typing import Any
 
 from labd.daemon import LabDaemon
 from labd.devices import accepts_keyword
-from labd.exceptions import ConfigError, LabStartError
+from labd.exceptions import ConfigError, LabStartError, error_text
+from labd.wire import ROLES
 
 __all__ = [
     "ROLES",
@@ -53,7 +54,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ROLES = ("viewer", "operator", "admin")
 
 _TOP_KEYS = ("server", "devices", "tasks")
 _DEVICE_KEYS = ("id", "type", "connect", "params")
@@ -161,7 +161,7 @@ class LabConfig:
         except SyntaxError as exc:
             raise ConfigError(path, f"line {exc.lineno}", f"SyntaxError: {exc.msg}") from exc
         except Exception as exc:
-            raise ConfigError(path, None, f"loading failed: {_describe(exc)}") from exc
+            raise ConfigError(path, None, f"loading failed: {error_text(exc)}") from exc
         setup = getattr(module, "setup", None)
         if not callable(setup):
             raise ConfigError(path, None, "defines no setup(daemon) function")
@@ -183,7 +183,7 @@ class LabConfig:
             try:
                 daemon.add_device(entry.id, entry.cls, **entry.params)
             except Exception as exc:
-                raise ConfigError(self.path, entry.label, _describe(exc)) from exc
+                raise ConfigError(self.path, entry.label, error_text(exc)) from exc
             self._register_type(daemon, entry)
             if entry.connect:
                 try:
@@ -191,7 +191,7 @@ class LabConfig:
                 except Exception as exc:
                     cause = exc.__cause__ if exc.__cause__ is not None else exc
                     raise LabStartError(
-                        self.path, entry.label, f"connect failed: {_describe(cause)}"
+                        self.path, entry.label, f"connect failed: {error_text(cause)}"
                     ) from exc
             log.info("lab %s: added %s (%s)", self.path, entry.id, entry.target)
         return self.server
@@ -214,7 +214,7 @@ class LabConfig:
         except ConfigError:
             raise
         except Exception as exc:
-            raise ConfigError(self.path, "setup()", f"raised {_describe(exc)}") from exc
+            raise ConfigError(self.path, "setup()", f"raised {error_text(exc)}") from exc
         if returned is None:
             return ServerOptions()
         if not isinstance(returned, dict):
@@ -392,7 +392,7 @@ def _import(path: Path, entry: str, target: str) -> type:
     except (ImportError, TypeError, ValueError) as exc:
         raise ConfigError(path, entry, str(exc)) from exc
     except Exception as exc:
-        raise ConfigError(path, entry, f"importing {target!r} raised {_describe(exc)}") from exc
+        raise ConfigError(path, entry, f"importing {target!r} raised {error_text(exc)}") from exc
 
 
 def _check_keys(
@@ -420,11 +420,6 @@ def _importable_from(folder: Path) -> Iterator[None]:
         if added:
             with contextlib.suppress(ValueError):
                 sys.path.remove(entry)
-
-
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _is_int(value: Any) -> bool:

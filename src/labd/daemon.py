@@ -35,6 +35,7 @@ from labd.exceptions import (
     UnknownDeviceTypeError,
     UnknownTaskError,
     UnknownTaskTypeError,
+    error_text,
 )
 from labd.streams import RESERVED_KWARGS, DeviceStream, StreamHub, Subscription
 from labd.task_context import split_task_call, task_call_signature
@@ -248,7 +249,7 @@ class LabDaemon:
         except Exception as exc:
             self._record_device_error(record.device_id, exc, "device", {"action": "connect"})
             raise DeviceConnectionError(
-                f"device {record.device_id!r} failed to connect: {type(exc).__name__}: {exc}"
+                f"device {record.device_id!r} failed to connect: {error_text(exc)}"
             ) from exc
 
     def _undo_late_connect(self, record: DeviceRecord, job: CallJob) -> None:
@@ -288,7 +289,7 @@ class LabDaemon:
         except Exception as exc:
             self._record_device_error(record.device_id, exc, "device", {"action": "disconnect"})
             raise DeviceError(
-                f"device {record.device_id!r} failed to disconnect: {type(exc).__name__}: {exc}"
+                f"device {record.device_id!r} failed to disconnect: {error_text(exc)}"
             ) from exc
 
     def remove_device(self, device: str | Any, timeout: float | None = None) -> None:
@@ -496,12 +497,9 @@ class LabDaemon:
                     del self._owners[device_id]
             if self._tasks.get(handle.task_id) is handle:
                 self._tasks.move_to_end(handle.task_id)  # finishing counts as a use
-            exc = handle.exception()
-            failed = exc is not None and not handle.cancel_requested
-            if failed and exc is not None:
-                self._task_errors[handle.task_id] = error_object(
-                    exc, "task", {"task_id": handle.task_id, "task_type": handle.task_type}
-                )
+            failed = handle.error is not None and not handle.cancel_requested
+            if failed and handle.error is not None:
+                self._task_errors[handle.task_id] = handle.error
             finished = [t for t in self._tasks.values() if t is handle or not t.is_running()]
             for old in finished[: max(0, len(finished) - self.completed_task_buffer)]:
                 self._tasks.pop(old.task_id, None)

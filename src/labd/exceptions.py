@@ -59,7 +59,14 @@ __all__ = [
     "UnknownDeviceTypeError",
     "UnknownTaskError",
     "UnknownTaskTypeError",
+    "error_text",
 ]
+
+
+def error_text(exc: BaseException) -> str:
+    """``Type: message`` on one line (whitespace folded), or just ``Type`` without a message."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class LabDaemonException(Exception):

@@ -48,7 +48,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
 
-from labd.exceptions import ErrorBudgetExhausted
+from labd.exceptions import ErrorBudgetExhausted, error_text
 
 __all__ = ["BackpressureQueue", "ErrorBudget", "RateLimitedLoop", "StopReason"]
 
@@ -368,7 +368,7 @@ class RateLimitedLoop:
             if budget.record_failure(exc):
                 reason = ErrorBudgetExhausted(
                     f"stopped after {budget.consecutive_failures} consecutive failures;"
-                    f" last: {type(exc).__name__}: {exc}"
+                    f" last: {error_text(exc)}"
                 )
                 reason.__cause__ = exc
                 if self._on_error is not None:

@@ -20,10 +20,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from labd.exceptions import TaskCancelledError, TaskError, TaskFailedError
+from labd.exceptions import TaskCancelledError, TaskError, TaskFailedError, error_text
 from labd.ring import EventRing, RingEvent
 from labd.task_context import TaskContext
-from labd.wire import TaskInfo, encode_json, error_object, format_timestamp, sse_frame
+from labd.wire import (
+    FINAL_TASK_STATUSES,
+    ErrorInfo,
+    TaskInfo,
+    encode_json,
+    error_object,
+    format_timestamp,
+    sse_frame,
+)
 
 __all__ = ["FINAL_STATUSES", "TRANSITIONS", "TaskContext", "TaskHandle", "current_task"]
 
@@ -38,7 +46,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "failed": frozenset(),
     "cancelled": frozenset(),
 }
-FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+FINAL_STATUSES = FINAL_TASK_STATUSES
 
 _current = threading.local()
 
@@ -76,6 +84,8 @@ class TaskHandle:
         self.events = EventRing(capacity=512, max_bytes=4 * 1024 * 1024)
         self._status = "pending"
         self._exception: BaseException | None = None
+        #: The error object of what ``run()`` raised, made once when it finished.
+        self.error: ErrorInfo | None = None
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._publish = publish
@@ -176,9 +186,9 @@ class TaskHandle:
         """
         if not self._done.wait(timeout):
             raise TimeoutError(f"task {self.task_id!r} still running after {timeout} s")
-        if self._status == "failed":
+        if self._status == "failed" and self._exception is not None:
             raise TaskFailedError(
-                f"task {self.task_id!r} failed: {type(self._exception).__name__}: {self._exception}"
+                f"task {self.task_id!r} failed: {error_text(self._exception)}"
             ) from self._exception
         if self._status == "cancelled":
             raise TaskCancelledError(f"task {self.task_id!r} was cancelled", result=self.result)
@@ -220,19 +230,17 @@ class TaskHandle:
             self.finished_at = time.time()
             if final == "completed" and self.progress is not None:
                 self.progress = 1.0
+            if self._exception is not None:  # made once: every reader sees the same object
+                context = {"task_id": self.task_id, "task_type": self.task_type}
+                self.error = error_object(self._exception, "task", context)
             self._on_finished(self)
             self._set_status(final)
-            error = (
-                error_object(self._exception, "task", {"task_id": self.task_id})
-                if final == "failed" and self._exception is not None
-                else None
-            )
             self._publish(
                 "task_finished",
                 task_id=self.task_id,
                 status=final,
                 result=self.result,
-                error=error,
+                error=self.error if final == "failed" else None,
             )
             self._done.set()
 
@@ -243,7 +251,6 @@ class TaskHandle:
 
     def info(self) -> TaskInfo:
         """The task's info as sent over the wire."""
-        exc = self._exception
         return {
             "task_id": self.task_id,
             "task_type": self.task_type,
@@ -254,7 +261,7 @@ class TaskHandle:
             "progress": self.progress,
             "message": self.message,
             "result": self.result,
-            "exception": error_object(exc, "task", {"task_id": self.task_id}) if exc else None,
+            "exception": self.error,
             "started_at": format_timestamp(self.started_at) if self.started_at else None,
             "finished_at": format_timestamp(self.finished_at) if self.finished_at else None,
         }

@@ -20,6 +20,8 @@ from typing_extensions import TypedDict
 from labd.datafiles import json_default
 
 __all__ = [
+    "FINAL_TASK_STATUSES",
+    "ROLES",
     "CallResult",
     "DeviceInfo",
     "DeviceList",
@@ -48,6 +50,12 @@ __all__ = [
 ]
 
 Origin = Literal["framework", "device", "callback", "task"]
+
+#: The statuses a task ends in: after one of these it never changes again.
+FINAL_TASK_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+#: The roles a token may have, lowest first: each may do what the ones before it may.
+ROLES = ("viewer", "operator", "admin")
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 

@@ -21,7 +21,7 @@ from rich.markup import escape
 from labd import __version__
 from labd.client import ServerAPI, SSEClient
 from labd.config import ConfigError
-from labd.exceptions import ServerAPIError, ServerConnectionError
+from labd.exceptions import ServerAPIError, ServerConnectionError, error_text
 
 __all__ = [
     "DEFAULT_URL",
@@ -186,7 +186,7 @@ def describe_error(exc: BaseException, state: CliState) -> tuple[str, int]:
     text = " ".join(str(exc).split())
     if type(exc) is RuntimeError and text:
         return text, EXIT_FAILURE  # labd's own runtime problems read better without the type
-    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__), EXIT_FAILURE
+    return error_text(exc), EXIT_FAILURE
 
 
 def _describe_api_error(exc: ServerAPIError, state: CliState) -> str:

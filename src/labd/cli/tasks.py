@@ -36,12 +36,12 @@ from labd.cli.app import (
 from labd.cli.devices import parse_value
 from labd.client import ServerAPI
 from labd.exceptions import ServerAPIError
-from labd.wire import parse_timestamp
+from labd.wire import FINAL_TASK_STATUSES, parse_timestamp
 
 __all__ = ["EXIT_CANCELLED", "parse_params"]
 
 EXIT_CANCELLED = 3
-_FINAL = ("completed", "failed", "cancelled")
+_FINAL = FINAL_TASK_STATUSES
 _STATUS_STYLE = {
     "running": "cyan",
     "paused": "yellow",

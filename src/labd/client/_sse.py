@@ -23,6 +23,7 @@ import httpx
 
 from labd.client._errors import connection_error, error_from_response, is_retryable_status
 from labd.exceptions import ServerAPIError
+from labd.wire import FINAL_TASK_STATUSES as _FINAL
 from labd.wire import decode_json
 
 __all__ = ["Backoff", "EventStream", "SSEClient", "SSEEvent", "SSEParser"]
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _BOM = b"\xef\xbb\xbf"
-FINAL_TASK_STATUSES = frozenset({"completed", "failed", "cancelled"})
+FINAL_TASK_STATUSES = _FINAL  # the wire's, re-exported for the client's users
 
 EventCallback = Callable[[dict[str, Any]], object]
 ErrorCallback = Callable[[Exception], object]

@@ -22,10 +22,12 @@ from fastapi import Request
 from starlette.requests import HTTPConnection
 
 from labd.server.errors import ApiError
+from labd.wire import ROLES
 
 __all__ = ["OPEN_PATHS", "ROLES", "ROLE_KEY", "ROUTE_ROLES", "Auth", "is_open", "redact_query"]
 
-ROLES = {"viewer": 1, "operator": 2, "admin": 3}
+#: Each role's rank: a higher one may do all a lower one may.
+RANKS = {role: rank for rank, role in enumerate(ROLES, start=1)}
 
 #: Paths anyone may open; with ``/ui`` and the dashboard's files below ``/ui/`` they are
 #: the only exemptions from authentication.
@@ -85,7 +87,7 @@ class Auth:
     ) -> None:
         tokens = dict(tokens or {})
         for token, role in tokens.items():
-            if role not in ROLES:
+            if role not in RANKS:
                 raise ValueError(
                     f"unknown role {role!r} for a token; use one of {', '.join(ROLES)}"
                 )
@@ -121,7 +123,7 @@ class Auth:
         """
         have = request.scope.get(ROLE_KEY) or self.role_of(request)
         assert have is not None
-        if ROLES[have] < ROLES[role]:
+        if RANKS[have] < RANKS[role]:
             self._fail()
             raise ApiError(
                 403,
