@@ -28,7 +28,7 @@ from typing import Any
 from server import CALL_BODY, Echo, bare_app  # bench/server.py, beside this script
 
 import labd
-from labd.devices import CallWorker
+from labd.calls import CallWorker
 from labd.server.app import create_app
 from labd.server.bridge import Bridge
 

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("fastapi")
 
 import labd
-from labd.devices import CallWorker
+from labd.calls import CallWorker
 from labd.server.bridge import Bridge
 
 

@@ -13,6 +13,7 @@ import pytest
 import labd as ld
 from helpers import labd_threads, wait_until
 from labd.exceptions import (
+    DeviceArgumentError,
     DuplicateDeviceError,
     PluginConflictError,
     UnknownDeviceError,
@@ -550,3 +551,27 @@ def test_hung_call_thread_may_outlive_the_test_when_whitelisted() -> None:
 def test_negative_completed_task_buffer_is_refused() -> None:
     with pytest.raises(ValueError):
         ld.LabDaemon(completed_task_buffer=-1)
+
+
+def test_call_device_checks_arguments_before_touching_the_device(daemon: ld.LabDaemon) -> None:
+    calls: list[float] = []
+
+    class Stage:
+        def __init__(self, device_id: str) -> None:
+            pass
+
+        def move_to(self, position_mm: float, *, speed: float = 1.0) -> float:
+            calls.append(position_mm)
+            return position_mm
+
+    daemon.add_device("stage", Stage)
+    assert daemon.call_device("stage", "move_to", [2.5], {"speed": 2.0}) == 2.5
+    for args, kwargs in (([], {}), ([1, 2], {}), ([1], {"sped": 2})):
+        with pytest.raises(DeviceArgumentError, match=r"stage\.move_to") as caught:
+            daemon.call_device("stage", "move_to", args, kwargs)
+        assert isinstance(caught.value, TypeError)
+    assert calls == [2.5]  # the refused calls never reached the device
+    with pytest.raises(AttributeError, match="no public method '_secret'"):
+        daemon.call_device("stage", "_secret")
+    record = daemon.device_record("stage")
+    assert record.spec("move_to") is record.spec("move_to")  # worked out once

@@ -14,7 +14,8 @@ import pytest
 
 import labd as ld
 from helpers import wait_until
-from labd.devices import CallJob, CallWorker, DeviceBusy, describe_methods, instantiate, is_query
+from labd.calls import CallJob, CallWorker
+from labd.devices import DeviceBusy, describe_methods, instantiate, is_query
 
 # -- device_id injection -----------------------------------------------------------------
 

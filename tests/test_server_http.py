@@ -252,7 +252,7 @@ def test_device_ids_that_need_escaping_reach_their_device(lab: Served) -> None:
 
 def test_argument_check_agrees_with_signature_bind() -> None:
     # Plain positional methods are checked by counting; it must match bind() exactly.
-    from labd.server.calls import _Method
+    from labd.calls import CallSpec
 
     def plain(a: Any, b: Any = 1, c: Any = 2) -> None: ...
     def none() -> None: ...
@@ -261,7 +261,7 @@ def test_argument_check_agrees_with_signature_bind() -> None:
     def anything(*args: Any, **kwargs: Any) -> None: ...
 
     for func in (plain, none, star, keyword_only, anything, print, len):
-        info = _Method(func.__name__, func)
+        info = CallSpec("probe", func.__name__, func)
         for n in range(5):
             for kwargs in ({}, {"a": 1}, {"b": 2}, {"flag": True}, {"zzz": 0}):
                 args = list(range(n))

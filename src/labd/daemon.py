@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from labd.calls import CallJob, CallSpec, CallWorker
 from labd.devices import (
-    CallJob,
-    CallWorker,
     check_device_class,
     describe_methods,
     instantiate,
@@ -77,6 +76,18 @@ class DeviceRecord:
         self.connected = False
         self.worker = CallWorker(device_id)
         self.stream: DeviceStream | None = None
+        self._specs: dict[str, CallSpec] = {}
+
+    def spec(self, method: str) -> CallSpec:
+        """The call spec of a public method (made on its first call), or AttributeError."""
+        spec = self._specs.get(method)
+        if spec is not None:
+            return spec
+        func = self.methods.get(method) if isinstance(method, str) else None
+        if func is None:  # private, not a method, or not defined by the class
+            raise AttributeError(f"device {self.device_id!r} has no public method {method!r}")
+        spec = self._specs[method] = CallSpec(self.device_id, method, func)
+        return spec
 
 
 class LabDaemon:
@@ -348,8 +359,13 @@ class LabDaemon:
         kwargs: dict[str, Any] | None = None,
         timeout: float | None = None,
     ) -> Any:
-        """Call a public method by name on the device's call thread, waiting at most ``timeout``."""
+        """Call a public method by name on the device's call thread, waiting at most ``timeout``.
+
+        Arguments that do not fit the method raise :class:`DeviceArgumentError` before the
+        device is touched.
+        """
         record = self.device_record(device_id)
+        record.spec(method).checked(args, kwargs or {})
         func = self.resolve_method(record, method)
         kwargs = kwargs or {}
         try:
@@ -363,9 +379,8 @@ class LabDaemon:
 
     @staticmethod
     def resolve_method(record: DeviceRecord, method: str) -> Callable[..., Any]:
-        """The callable for a public method of the device's class, or a ValueError naming it."""
-        if not isinstance(method, str) or method.startswith("_") or method not in record.methods:
-            raise AttributeError(f"device {record.device_id!r} has no public method {method!r}")
+        """The locked callable for a public method of the device, or AttributeError naming it."""
+        record.spec(method)
         return getattr(record.device, method)  # type: ignore[no-any-return]
 
     # -- streaming --------------------------------------------------------------------

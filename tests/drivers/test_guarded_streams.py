@@ -115,8 +115,8 @@ def test_a_remote_proxy_streams(lab: Lab, kind: str) -> None:
         assert got.enough.wait(TIMEOUT)
         assert remote.is_streaming() is True
     finally:
-        remote.stop_streaming()
-    assert subscription.ended.wait(TIMEOUT)
+        remote.stop_streaming()  # stops the stream and closes this proxy's subscriptions
+    assert wait_until(lambda: not subscription.is_active(), timeout=TIMEOUT)
     assert remote.is_streaming() is False
 
 

@@ -1,6 +1,6 @@
 """The one bridge between labd's threads and the server's event loop.
 
-* Device calls go to the device's own call thread (:class:`labd.devices.CallWorker`)
+* Device calls go to the device's own call thread (:class:`labd.calls.CallWorker`)
   and are awaited here with a timeout; a hung device holds its one thread, never the
   server's.
 * Other blocking work (starting a device stream, creating a device or task) runs on a
@@ -21,8 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from labd.devices import CallJob, CallWorker
-from labd.exceptions import DeviceTimeoutError
+from labd.calls import CallJob, CallWorker
 from labd.ring import EventRing
 
 __all__ = ["Bridge", "CallWaiters", "RingWatcher"]
@@ -185,10 +184,8 @@ class Bridge:
             raise
         finally:
             waiters.forget(waiter)
-        if not in_time and worker.abandon(job):
-            raise DeviceTimeoutError(
-                f"call to device {worker.device_id!r} did not finish within {timeout} s"
-            )
+        if not in_time:
+            worker.expire(job, timeout)
         result: T = job.result()
         return result
 

@@ -9,15 +9,13 @@ routing; the FastAPI route (kept for the OpenAPI description) goes through the s
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
-from labd.devices import DeviceBusy, enum_parameters, is_query, signature_of, to_enum
-from labd.exceptions import DeviceTimeoutError
+from labd.exceptions import DeviceBusy, DeviceTimeoutError
 from labd.server.context import ServerContext
 from labd.server.errors import ApiError, describe_validation
 from labd.server.models import CallRequest
@@ -45,64 +43,12 @@ def parse_call(body: bytes) -> tuple[str, list[Any], dict[str, Any], float | Non
     return call.method, call.args, call.kwargs, call.timeout
 
 
-class _Method:
-    """What a call needs to know about one device method, worked out once."""
-
-    __slots__ = ("action", "enums", "func", "max_args", "min_args", "query", "signature")
-
-    def __init__(self, name: str, func: Any) -> None:
-        self.func = func
-        self.query = is_query(name, func)
-        self.action = f"call {name}"  # for the 409 when a task owns the device
-        # None when there is nothing to check arguments against.
-        self.signature: inspect.Signature | None = signature_of(func)
-        # Enum-annotated parameters: JSON brings their values or names, the device wants
-        # members.
-        self.enums = enum_parameters(self.signature)
-        # Plain positional parameters: without kwargs, a count check equals bind().
-        self.min_args = self.max_args = -1
-        if self.signature is not None:
-            params = self.signature.parameters.values()
-            if all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params):
-                self.max_args = len(self.signature.parameters)
-                self.min_args = sum(p.default is p.empty for p in params)
-
-    def check(self, args: list[Any], kwargs: dict[str, Any]) -> None:
-        """Raise TypeError unless the method accepts these arguments."""
-        if not kwargs and self.min_args <= len(args) <= self.max_args:
-            return
-        if self.signature is not None:
-            self.signature.bind(*args, **kwargs)
-
-    def with_members(
-        self, args: list[Any], kwargs: dict[str, Any]
-    ) -> tuple[list[Any], dict[str, Any]]:
-        """The arguments with each Enum-annotated one made a member; TypeError if it is none."""
-        assert self.signature is not None
-        bound = self.signature.bind(*args, **kwargs)
-        for name, kind in self.enums.items():
-            if name in bound.arguments:
-                try:
-                    bound.arguments[name] = to_enum(kind, bound.arguments[name])
-                except TypeError as exc:
-                    raise TypeError(f"{name}: {exc}") from None
-        return list(bound.args), bound.kwargs
-
-
 class DeviceCaller:
     """Validates and runs remote calls for one server."""
 
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
-        self._methods: dict[tuple[str, str], _Method] = {}
         self._count = ctx.metrics.device_calls.inc
-
-    def _learn(self, device_id: str, name: str, func: Any) -> _Method:
-        # Kept per method: inspect.signature costs more than all of a call's other checks.
-        if len(self._methods) > 4096:  # devices come and go: stay bounded
-            self._methods.clear()
-        known = self._methods[device_id, name] = _Method(name, func)
-        return known
 
     async def perform(
         self,
@@ -119,17 +65,12 @@ class DeviceCaller:
         """
         ctx = self.ctx
         record = ctx.device(device_id)
-        original = record.methods.get(method)  # public methods only
-        if original is None:
+        try:
+            info = record.spec(method)  # public methods only
+        except AttributeError as exc:
             raise ApiError(
-                400,
-                f"device {device_id!r} has no public method {method!r}",
-                type_name="AttributeError",
-                context=_where(device_id, method),
-            )
-        info = self._methods.get((device_id, method))
-        if info is None or info.func is not original:
-            info = self._learn(device_id, method, original)
+                400, str(exc), type_name="AttributeError", context=_where(device_id, method)
+            ) from None
         if ctx.auth.enabled:
             ctx.require(HTTPConnection(scope), "viewer" if info.query else "operator")
         if not info.query and ctx.daemon.owner_of(device_id) is not None:

@@ -11,8 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from labd.devices import DeviceBusy
 from labd.exceptions import (
+    DeviceBusy,
     DeviceConfigurationError,
     DeviceOwnedError,
     DeviceTimeoutError,
