@@ -833,6 +833,24 @@ def test_every_route_has_a_role_in_the_table(secured: Served) -> None:
         assert (role is None) == is_open(path.replace("{path:path}", "index.html")), path
 
 
+def test_the_call_route_is_mounted_ahead_of_the_framework(secured: Served) -> None:
+    from labd.server.auth import ROUTE_ROLES
+    from labd.server.calls import CallRoute
+
+    (route,) = secured.server.app.ahead
+    assert isinstance(route, CallRoute) and ("POST", route.path) in ROUTE_ROLES
+    scope = {"method": "POST", "path": "/devices/stage x/call"}
+    assert route.match(scope) == "stage x"
+    for method, path in [
+        ("GET", "/devices/a/call"),
+        ("POST", "/devices/a/b/call"),
+        ("POST", "/devices//call"),
+        ("POST", "/devices/a/calls"),
+        ("POST", "/tasks/a/call"),
+    ]:
+        assert route.match({"method": method, "path": path}) is None, (method, path)
+
+
 def _concrete(path: str) -> str:
     """A route template with every parameter naming something that does not exist."""
     return path.replace("{device_id}", "nope").replace("{task_id}", "nope").replace("{key}", "nope")

@@ -7,7 +7,6 @@ import mimetypes
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -20,7 +19,7 @@ from starlette.types import Message, Receive, Scope, Send
 import labd
 from labd.daemon import LabDaemon
 from labd.server.auth import ROLE_KEY, ROUTE_ROLES, is_open, redact_query
-from labd.server.calls import DeviceCaller, parse_call
+from labd.server.calls import CallRoute, DeviceCaller
 from labd.server.context import ServerContext, json_response
 from labd.server.errors import (
     ApiError,
@@ -190,6 +189,8 @@ class LabdApp:
         self.ctx = ctx
         self.caller = caller
         self.routers = list(routers or [])
+        #: Routes answered ahead of FastAPI, each a small ASGI route of its own.
+        self.ahead = (CallRoute(caller),)
         self.state = app.state
 
     def routes(self) -> list[tuple[str, str]]:
@@ -231,23 +232,11 @@ class LabdApp:
                     )
                     await response(scope, receive, send)
                     return
-                device_id = _call_target(scope["path"]) if scope["method"] == "POST" else None
-                if device_id is not None:  # the hot path, without the framework's routing
-                    scope["route"] = _CALL_ROUTE
-                    try:
-                        method, args, kwargs, timeout = parse_call(body)
-                        reply = await self.caller.perform(
-                            scope, device_id, method, args, kwargs, timeout
-                        )
-                    except ApiError as exc:
-                        response = api_error_response(exc)
-                        status = response.status_code
-                        await response(scope, receive, send)
+                for ahead in self.ahead:  # answered without the framework's routing
+                    target = ahead.match(scope)
+                    if target is not None:
+                        status, labels = await ahead(scope, target, body, send)
                         return
-                    status, labels = 200, _CALL_OK
-                    await send(_json_start(len(reply)))
-                    await send({"type": "http.response.body", "body": reply})
-                    return
                 if body.strip() and not _is_json_object(body):
                     status = 400
                     response = error_response(
@@ -316,27 +305,6 @@ def _is_json_object(body: bytes) -> bool:
         return isinstance(orjson.loads(body), dict)
     except orjson.JSONDecodeError:
         return False
-
-
-_CALL_ROUTE = SimpleNamespace(path="/devices/{device_id}/call")
-_CALL_OK = ("POST", _CALL_ROUTE.path, "200")
-_JSON_CONTENT_TYPE = (b"content-type", b"application/json")
-
-
-def _json_start(length: int) -> Message:
-    """The start of a 200 JSON reply of ``length`` bytes."""
-    headers = [_JSON_CONTENT_TYPE, (b"content-length", str(length).encode())]
-    return {"type": "http.response.start", "status": 200, "headers": headers}
-
-
-def _call_target(path: str) -> str | None:
-    """The device id when ``path`` is ``/devices/{id}/call`` (ASGI paths come decoded)."""
-    if not path.startswith("/devices/") or not path.endswith("/call"):
-        return None
-    device_id = path[9:-5]
-    if not device_id or "/" in device_id:
-        return None
-    return device_id
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

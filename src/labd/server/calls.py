@@ -1,10 +1,10 @@
 """Remote device calls: the checks, the timed call and its outcome, in one place.
 
-Calls are the hot path of the HTTP API, so ``LabdApp`` answers
-``POST /devices/{id}/call`` straight from ASGI with :func:`parse_call` (the route's own
-strict ``CallRequest`` model) and :meth:`DeviceCaller.perform`, skipping the framework's
-routing; the FastAPI route (kept for the OpenAPI description) goes through the same
-``perform``.
+Calls are the hot path of the HTTP API, so ``POST /devices/{id}/call`` is
+:class:`CallRoute`, a small ASGI route mounted ahead of FastAPI: :func:`parse_call` (the
+route's own strict ``CallRequest`` model) and :meth:`DeviceCaller.perform`, without the
+framework's routing. The FastAPI route (kept for the OpenAPI description) goes through
+the same ``perform``.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from typing import Any
 
 from pydantic import ValidationError
 from starlette.requests import HTTPConnection
-from starlette.types import Scope
+from starlette.types import Message, Scope, Send
 
 from labd.exceptions import DeviceBusy, DeviceTimeoutError
 from labd.server.context import ServerContext
-from labd.server.errors import ApiError, describe_validation
+from labd.server.errors import ApiError, api_error_response, describe_validation
 from labd.server.models import CallRequest
 from labd.wire import encode_json
 
-__all__ = ["DeviceCaller", "parse_call"]
+__all__ = ["CallRoute", "DeviceCaller", "parse_call"]
 
 
 def _where(device_id: str, method: str) -> dict[str, Any]:
@@ -109,3 +109,68 @@ class DeviceCaller:
             ) from None
         self._count(device_id, "ok")
         return encode_json({"result": result, "success": True}, lenient=True)
+
+
+class CallRoute:
+    """``POST /devices/{id}/call`` as a small ASGI route, mounted ahead of FastAPI.
+
+    The entry point hands it requests that :meth:`match` accepts, with their body read
+    (and its size limit checked); see docs/decisions/0006.
+    """
+
+    path = "/devices/{device_id}/call"
+
+    def __init__(self, caller: DeviceCaller) -> None:
+        self.caller = caller
+        self._route = _RouteName(self.path)
+        self._ok = ("POST", self.path, "200")
+
+    def match(self, scope: Scope) -> str | None:
+        """The device id when this is ``POST /devices/{id}/call`` (ASGI paths come decoded)."""
+        path: str = scope["path"]
+        if scope["method"] != "POST" or not path.startswith("/devices/"):
+            return None
+        if not path.endswith("/call"):
+            return None
+        device_id = path[9:-5]
+        if not device_id or "/" in device_id:
+            return None
+        return device_id
+
+    async def __call__(
+        self, scope: Scope, device_id: str, body: bytes, send: Send
+    ) -> tuple[int, tuple[str, str, str] | None]:
+        """Answer the call; returns the status and, on success, the metric labels."""
+        scope["route"] = self._route
+        try:
+            method, args, kwargs, timeout = parse_call(body)
+            reply = await self.caller.perform(scope, device_id, method, args, kwargs, timeout)
+        except ApiError as exc:
+            response = api_error_response(exc)
+
+            async def no_body() -> Message:
+                return {"type": "http.disconnect"}
+
+            await response(scope, no_body, send)
+            return response.status_code, None
+        await send(_json_start(len(reply)))
+        await send({"type": "http.response.body", "body": reply})
+        return 200, self._ok
+
+
+class _RouteName:
+    """What the access log and metrics read of a route: its path template."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+_JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+
+
+def _json_start(length: int) -> Message:
+    """The start of a 200 JSON reply of ``length`` bytes."""
+    headers = [_JSON_CONTENT_TYPE, (b"content-length", str(length).encode())]
+    return {"type": "http.response.start", "status": 200, "headers": headers}
