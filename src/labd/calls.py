@@ -79,14 +79,19 @@ class CallSpec:
         try:
             self.check(args, kwargs)
         except TypeError as exc:
-            raise DeviceArgumentError(
-                f"bad arguments for {self.device_id}.{self.name}: {exc}"
-            ) from None
+            raise self._refused(exc) from None
 
     def with_members(
         self, args: list[Any], kwargs: dict[str, Any]
     ) -> tuple[list[Any], dict[str, Any]]:
-        """The arguments with each Enum-annotated one made a member; TypeError if it is none."""
+        """Checked arguments with each Enum-annotated one made a member (remote calls).
+
+        JSON brings an Enum's value or name; the device gets the member. Raises
+        :class:`DeviceArgumentError` naming ``device.method`` for anything else.
+        """
+        self.checked(args, kwargs)
+        if not self.enums:
+            return args, kwargs
         assert self.signature is not None
         bound = self.signature.bind(*args, **kwargs)
         for name, kind in self.enums.items():
@@ -94,8 +99,11 @@ class CallSpec:
                 try:
                     bound.arguments[name] = to_enum(kind, bound.arguments[name])
                 except TypeError as exc:
-                    raise TypeError(f"{name}: {exc}") from None
+                    raise self._refused(TypeError(f"{name}: {exc}")) from None
         return list(bound.args), bound.kwargs
+
+    def _refused(self, exc: TypeError) -> DeviceArgumentError:
+        return DeviceArgumentError(f"bad arguments for {self.device_id}.{self.name}: {exc}")
 
 
 _QUEUED, _RUNNING, _DONE, _DROPPED = range(4)

@@ -365,9 +365,9 @@ class LabDaemon:
         device is touched.
         """
         record = self.device_record(device_id)
-        record.spec(method).checked(args, kwargs or {})
-        func = self.resolve_method(record, method)
         kwargs = kwargs or {}
+        record.spec(method).checked(args, kwargs)
+        func = getattr(record.device, method)  # the locked wrapper
         try:
             return record.worker.call(timeout, func, *args, **kwargs)
         except DeviceTimeoutError as exc:
@@ -376,12 +376,6 @@ class LabDaemon:
         except Exception as exc:
             self._record_device_error(device_id, exc, "device", {"method": method})
             raise
-
-    @staticmethod
-    def resolve_method(record: DeviceRecord, method: str) -> Callable[..., Any]:
-        """The locked callable for a public method of the device, or AttributeError naming it."""
-        record.spec(method)
-        return getattr(record.device, method)  # type: ignore[no-any-return]
 
     # -- streaming --------------------------------------------------------------------
 

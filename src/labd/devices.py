@@ -1,4 +1,4 @@
-"""How labd adapts a plain device class: construction, locking, introspection, timed calls.
+"""How labd adapts a plain device class: construction, locking, introspection.
 
 At ``add_device`` time labd
 
@@ -12,7 +12,9 @@ Not wrapped, on purpose: private methods (device threads take the lock themselve
 brief updates); properties and plain attributes (reading them stays a plain attribute
 access -- put hardware I/O in methods); callables stored on the instance and methods
 added after ``add_device`` (labd only knows what the class defines). The streaming trio
-goes to the stream hub instead (see :mod:`labd.streams`).
+goes to the stream hub instead (see :mod:`labd.streams`), except when the device's own
+code calls it: :func:`own_code` tells the two apart. The timed calls themselves are
+:mod:`labd.calls`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import threading
 import types
 import typing
 from collections.abc import Callable
+from types import CodeType
 from typing import Any, TypeVar
 
 from labd.exceptions import DeviceBusy, DeviceConfigurationError
@@ -39,6 +42,7 @@ __all__ = [
     "enum_parameters",
     "instantiate",
     "is_query",
+    "own_code",
     "public_methods",
     "query",
     "signature_of",
@@ -160,6 +164,51 @@ def check_device_class(cls: type, device_id: str) -> None:
                 " call returned, outside the device lock, and cannot be sent over the"
                 " network: return a list (or make it private, '_name')"
             )
+
+
+def own_code(cls: type) -> frozenset[CodeType]:
+    """The code objects of every function a device class and its bases define.
+
+    Nested functions, lambdas and comprehensions inside those methods count too, and
+    decorated methods count by their ``__wrapped__`` originals. A call whose immediate
+    caller runs one of these is the device's own code calling itself.
+    """
+    found: set[CodeType] = set()
+
+    def add(code: CodeType) -> None:
+        if code in found:
+            return
+        found.add(code)
+        for const in code.co_consts:
+            if isinstance(const, CodeType):
+                add(const)
+
+    for klass in cls.__mro__:
+        if klass is object:
+            continue
+        for attr in vars(klass).values():
+            for func in _functions_in(attr):
+                add(func.__code__)
+    return frozenset(found)
+
+
+def _functions_in(attr: Any) -> list[Any]:
+    """The plain functions behind a class attribute (method, property, decorated...)."""
+    if isinstance(attr, staticmethod | classmethod):
+        attr = attr.__func__
+    if isinstance(attr, property):
+        return [f for f in (attr.fget, attr.fset, attr.fdel) if f is not None]
+    if isinstance(attr, functools.partialmethod):
+        attr = attr.func
+    funcs = []
+    for _ in range(16):  # a __wrapped__ chain, with a bound against cycles
+        if isinstance(getattr(attr, "__code__", None), CodeType):
+            funcs.append(attr)
+        try:
+            attr = inspect.getattr_static(attr, "__wrapped__")
+        except AttributeError:
+            break
+    return funcs
 
 
 def wrap_device(obj: Any, lock: threading.RLock) -> dict[str, Callable[..., Any]]:

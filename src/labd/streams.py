@@ -17,10 +17,10 @@ changes are :data:`STREAM_TRANSITIONS`)::
 Calls from outside the device (scripts, tasks, the daemon, the server) reach the hub's
 versions of the streaming trio, installed on the instance; the device's own code calling
 ``self.is_streaming()``, ``self.start_streaming(...)`` or ``self.stop_streaming()`` reaches
-its own methods, as in plain Python (see :func:`own_code`). The hub learns of a stream the
-device stopped by itself through ``is_streaming()``: its watcher ends the stream for
-every subscriber once that reads False twice in a row, so a device that restarts its own
-loop quickly keeps its subscribers.
+its own methods, as in plain Python (see :func:`labd.devices.own_code`). The hub learns
+of a stream the device stopped by itself through ``is_streaming()``: its watcher ends the
+stream for every subscriber once that reads False twice in a row, so a device that
+restarts its own loop quickly keeps its subscribers.
 
 Locks: the hub never holds the device's ``_ld_lock`` while it starts or stops the device,
 and releases it if the calling thread holds it (a ``disconnect()`` that stops its own
@@ -39,10 +39,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from types import CodeType
 from typing import Any
 
-from labd.exceptions import DeviceArgumentError, DeviceError
+from labd.calls import CallSpec
+from labd.devices import own_code
+from labd.exceptions import DeviceError
 from labd.ring import EventRing, RingEvent
 from labd.streaming import BackpressureQueue
 from labd.wire import Origin, encode_json, encode_stream_envelope, error_object, sse_frame
@@ -260,26 +261,25 @@ class DeviceStream:
         hub: StreamHub,
         device_id: str,
         device: Any,
-        methods: Mapping[str, Callable[..., Any]] | None = None,
+        methods: Mapping[str, Callable[..., Any]],
     ) -> None:
         self.hub = hub
         self.device_id = device_id
         self._lock = getattr(device, "_ld_lock", None)
         # The device's own trio, as its class defines it (``methods``: the originals that
-        # wrap_device recorded). Looked up on the class, never through ``__getattr__``.
-        if methods is None:
-            methods = {
-                name: getattr(device, name)
-                for name in ("start_streaming", "stop_streaming", "is_streaming")
-                if callable(inspect.getattr_static(device, name, None))
-            }
+        # wrap_device recorded), never looked up through ``__getattr__``.
         self._device_start: Callable[..., Any] | None = methods.get("start_streaming")
         self._device_stop: Callable[..., Any] | None = methods.get("stop_streaming")
         self._device_is_streaming: Callable[[], Any] | None = methods.get("is_streaming")
         self._stop_takes_timeout = self._device_stop is not None and _accepts_timeout(
             self._device_stop
         )
-        self._start_signature = _signature(self._device_start)
+        # Checks start arguments before the device is touched (the callback is labd's).
+        self._start_spec = (
+            CallSpec(device_id, "start_streaming", self._device_start)
+            if self._device_start is not None
+            else None
+        )
         self._cond = threading.Condition(threading.Lock())
         self.state = IDLE
         self.run = 0
@@ -339,14 +339,15 @@ class DeviceStream:
             raise DeviceError(f"device {self.device_id!r} cannot stream (no start_streaming)")
         args = tuple(args)
         kwargs = dict(kwargs or {})
-        self._check_start_arguments(args, kwargs)
+        if self._start_spec is not None:
+            self._start_spec.checked((None, *args), kwargs)
         sub = (
             Subscription(self, callback, queue_size=queue_size, on_end=on_end, with_meta=with_meta)
             if callback is not None
             else None
         )
         if self._stopped_itself and self.state is RUNNING:
-            self._end_if_dead(confirmed=True)  # it stopped itself: do not join a dead stream
+            self._end_if_dead(at_once=True)  # it stopped itself: do not join a dead stream
         with self._cond:
             ready = self._cond.wait_for(
                 lambda: self.state is IDLE or self.state is RUNNING, timeout=_TRANSITION_TIMEOUT
@@ -408,18 +409,6 @@ class DeviceStream:
             # end()): the stop runs on a labd thread, never on the caller's.
             self.hub._spawn(f"labd-stop-{self.device_id}", self.stop, None)
         return sub
-
-    def _check_start_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        sig = self._start_signature
-        if sig is None:
-            return
-        try:
-            sig.bind(None, *args, **kwargs)
-        except TypeError as exc:
-            raise DeviceArgumentError(
-                f"bad arguments for {self.device_id}.start_streaming"
-                f" ({_arguments_text(args, kwargs)}): {exc}"
-            ) from None
 
     def _enter(self, new: StreamState) -> None:
         """Change the state by :data:`STREAM_TRANSITIONS`; the caller holds ``_cond``.
@@ -562,9 +551,9 @@ class DeviceStream:
         """
         self._end_if_dead()
 
-    def _end_if_dead(self, *, confirmed: bool = False) -> None:
+    def _end_if_dead(self, *, at_once: bool = False) -> None:
         probe = self._device_is_streaming
-        if self.state is not RUNNING or (probe is None and not confirmed):
+        if self.state is not RUNNING or (probe is None and not at_once):
             return
         try:
             alive = bool(probe()) if probe is not None else False
@@ -575,7 +564,7 @@ class DeviceStream:
             self._dead_reads = 0
             return
         self._dead_reads += 1
-        if self._dead_reads < _DEAD_READS and not confirmed:
+        if self._dead_reads < _DEAD_READS and not at_once:
             return
         with self._cond:
             if self.state is not RUNNING:
@@ -599,7 +588,7 @@ class DeviceStream:
             result = stop(*args, **kwargs)
         self._stopped_itself = True
         if in_public_call or self._device_is_streaming is None:
-            self._end_if_dead(confirmed=True)
+            self._end_if_dead(at_once=True)
         return result
 
     def own_start(self, start: Callable[..., Any], args: tuple[Any, ...], kwargs: Any) -> Any:
@@ -689,12 +678,12 @@ class StreamHub:
         self,
         device_id: str,
         device: Any,
-        methods: Mapping[str, Callable[..., Any]] | None = None,
+        methods: Mapping[str, Callable[..., Any]],
     ) -> DeviceStream:
         """Create the device's stream and route its streaming trio through the hub.
 
-        ``methods`` are the device's own public methods (as :func:`labd.devices.wrap_device`
-        recorded them); without it they are looked up on the device's class.
+        ``methods`` are the device's own public methods, as
+        :func:`labd.devices.wrap_device` recorded them.
         """
         stream = DeviceStream(self, device_id, device, methods)
         with self._lock:
@@ -795,60 +784,6 @@ def _remaining(deadline: float | None) -> float | None:
     return max(0.0, deadline - time.monotonic())
 
 
-def own_code(cls: type) -> frozenset[CodeType]:
-    """The code objects of every function a device class and its bases define.
-
-    Nested functions, lambdas and comprehensions inside those methods count too, and
-    decorated methods count by their ``__wrapped__`` originals. A call whose immediate
-    caller runs one of these is the device's own code calling itself.
-    """
-    found: set[CodeType] = set()
-
-    def add(code: CodeType) -> None:
-        if code in found:
-            return
-        found.add(code)
-        for const in code.co_consts:
-            if isinstance(const, CodeType):
-                add(const)
-
-    for klass in cls.__mro__:
-        if klass is object:
-            continue
-        for attr in vars(klass).values():
-            for func in _functions_in(attr):
-                add(func.__code__)
-    return frozenset(found)
-
-
-def _functions_in(attr: Any) -> list[Any]:
-    """The plain functions behind a class attribute (method, property, decorated...)."""
-    if isinstance(attr, staticmethod | classmethod):
-        attr = attr.__func__
-    if isinstance(attr, property):
-        return [f for f in (attr.fget, attr.fset, attr.fdel) if f is not None]
-    if isinstance(attr, functools.partialmethod):
-        attr = attr.func
-    funcs = []
-    for _ in range(16):  # a __wrapped__ chain, with a bound against cycles
-        if isinstance(getattr(attr, "__code__", None), CodeType):
-            funcs.append(attr)
-        try:
-            attr = inspect.getattr_static(attr, "__wrapped__")
-        except AttributeError:
-            break
-    return funcs
-
-
-def _signature(func: Callable[..., Any] | None) -> inspect.Signature | None:
-    if func is None:
-        return None
-    try:
-        return inspect.signature(func)
-    except (TypeError, ValueError):
-        return None
-
-
 def _arguments_text(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
     return ", ".join(parts) or "no arguments"
@@ -858,7 +793,7 @@ def _install_trio(device: Any, stream: DeviceStream) -> None:
     """Route the streaming trio through the hub, on the instance, for calls from outside.
 
     Each replacement looks at its immediate caller: when that is the device's own code
-    (:func:`own_code`), the call goes to the device's own method instead.
+    (:func:`labd.devices.own_code`), the call goes to the device's own method instead.
     """
     own = own_code(type(device))
     caller = sys._getframe

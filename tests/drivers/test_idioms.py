@@ -60,6 +60,18 @@ def data_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in events if e.get("event") == "device_data"]
 
 
+def through_proxy(lab: Lab, device_id: str, n: int, **kwargs: Any) -> list[Any]:
+    """The first ``n`` data a remote proxy's ``start_streaming`` delivers; stops after."""
+    remote = lab.api.device(device_id)
+    seen = Collector(n)
+    remote.start_streaming(seen, **kwargs)
+    try:
+        assert seen.enough.wait(TIMEOUT), f"{device_id}: {len(seen.items)} of {n} data"
+    finally:
+        remote.stop_streaming()
+    return seen.items
+
+
 # -- streaming idioms ----------------------------------------------------------------------
 
 
@@ -75,13 +87,7 @@ def test_first_reading_sent_from_inside_start_streaming(lab: Lab) -> None:
     assert [e["payload"] for e in events] == [-1.0, 0.0, 1.0]
     assert [e["sequence"] for e in events] == [0, 1, 2]
 
-    remote = lab.api.device("probe")
-    seen = Collector(3)
-    remote.start_streaming(seen)
-    try:
-        assert seen.enough.wait(TIMEOUT)
-    finally:
-        remote.stop_streaming()
+    assert len(through_proxy(lab, "probe", 3)) >= 3
 
 
 def test_vendor_sdk_calling_back_on_a_new_thread_per_frame(lab: Lab) -> None:
@@ -99,14 +105,7 @@ def test_vendor_sdk_calling_back_on_a_new_thread_per_frame(lab: Lab) -> None:
     assert all(np.asarray(e["payload"]).shape == (3, 2) for e in events)
     assert [e["sequence"] for e in events] == [0, 1, 2, 3]
 
-    remote = lab.api.device("cam")
-    seen = Collector(3)
-    remote.start_streaming(seen, exposure_ms=1.0)
-    try:
-        assert seen.enough.wait(TIMEOUT)
-        assert np.asarray(seen.items[0]).shape == (3, 2)
-    finally:
-        remote.stop_streaming()
+    assert np.asarray(through_proxy(lab, "cam", 3, exposure_ms=1.0)[0]).shape == (3, 2)
 
 
 def test_several_threads_emitting_into_one_stream(lab: Lab, tmp_path: Any) -> None:
@@ -124,14 +123,7 @@ def test_several_threads_emitting_into_one_stream(lab: Lab, tmp_path: Any) -> No
     assert sequences == list(range(sequences[0], sequences[0] + 60))
     assert {e["payload"]["channel"] for e in events} == {0, 1, 2}
 
-    remote = lab.api.device("daq")
-    seen = Collector(30)
-    remote.start_streaming(seen)
-    try:
-        assert seen.enough.wait(TIMEOUT)
-    finally:
-        remote.stop_streaming()
-    assert {d["channel"] for d in seen.items} == {0, 1, 2}
+    assert {d["channel"] for d in through_proxy(lab, "daq", 30)} == {0, 1, 2}
 
 
 @pytest.mark.parametrize(
@@ -216,14 +208,7 @@ def test_start_streaming_with_positional_and_keyword_settings(lab: Lab) -> None:
     assert dev.settings == {"rate_hz": 300, "channels": [1], "mode": "single"}
     lab.http.post("/devices/dig/streaming/stop")
 
-    remote = lab.api.device("dig")
-    seen = Collector(3)
-    remote.start_streaming(seen, rate_hz=200, mode="burst")
-    try:
-        assert seen.enough.wait(TIMEOUT)
-        assert seen.items[-1]["mode"] == "burst"
-    finally:
-        remote.stop_streaming()
+    assert through_proxy(lab, "dig", 3, rate_hz=200, mode="burst")[-1]["mode"] == "burst"
 
 
 def test_stop_streaming_without_timeout_and_disconnect_stopping_its_stream(lab: Lab) -> None:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from starlette.requests import HTTPConnection
 from starlette.types import Message, Scope, Send
 
-from labd.exceptions import DeviceBusy, DeviceTimeoutError
+from labd.exceptions import DeviceArgumentError, DeviceBusy, DeviceTimeoutError
 from labd.server.context import ServerContext
 from labd.server.errors import ApiError, api_error_response, describe_validation
 from labd.server.models import CallRequest
@@ -76,15 +76,10 @@ class DeviceCaller:
         if not info.query and ctx.daemon.owner_of(device_id) is not None:
             ctx.ensure_not_owned(device_id, info.action)
         try:
-            info.check(args, kwargs)
-            if info.enums:
-                args, kwargs = info.with_members(args, kwargs)
-        except TypeError as exc:
+            args, kwargs = info.with_members(args, kwargs)
+        except DeviceArgumentError as exc:
             raise ApiError(
-                400,
-                f"bad arguments for {device_id}.{method}: {exc}",
-                type_name="TypeError",
-                context=_where(device_id, method),
+                400, str(exc), type_name="TypeError", context=_where(device_id, method)
             ) from None
         func = getattr(record.device, method)
         wait = timeout if timeout is not None else ctx.call_timeout
