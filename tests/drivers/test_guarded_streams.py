@@ -270,3 +270,122 @@ def test_a_stop_asked_for_while_starting_runs_on_a_labd_thread(daemon: ld.LabDae
     assert threading.current_thread().name not in stopped_on
     assert got == ["first"]
     assert wait_until(lambda: not sub.active, timeout=TIMEOUT)
+
+
+class ReconnectingSensor:
+    """A sensor whose vendor link drops and comes back; the SDK tells it through callbacks.
+
+    ``_on_link_lost``/``_on_link_back`` stand for the SDK's notifications: device code
+    that stops and restarts its own stream, without holding the lock.
+    """
+
+    def __init__(self, device_id: str) -> None:
+        self.starts = 0
+        self._callback: Any = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start_streaming(self, callback: Any) -> None:
+        if self.is_streaming():
+            return
+        self.starts += 1
+        self._callback = callback
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        n = 0
+        while not self._stop.wait(0.002):
+            self._callback(n)
+            n += 1
+
+    def stop_streaming(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def is_streaming(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _on_link_lost(self) -> None:
+        self.stop_streaming()
+
+    def _on_link_back(self) -> None:
+        self.start_streaming(self._callback)
+
+
+def test_a_device_that_restarts_itself_after_its_stream_ended_is_adopted(
+    daemon: ld.LabDaemon,
+) -> None:
+    dev = daemon.add_device("sensor", ReconnectingSensor)
+    first = Collector(5)
+    daemon.start_streaming("sensor", first, on_end=first.on_end)
+    assert first.enough.wait(TIMEOUT)
+    dev._on_link_lost()
+    assert first.ended.wait(TIMEOUT)  # the watcher saw it stop: subscribers are told
+    assert daemon.device_info("sensor")["streaming"] is False
+    dev._on_link_back()  # the device streams again on its own, with labd's old callback
+    assert daemon.device_info("sensor")["streaming"] is True
+    later = Collector(5)
+    daemon.start_streaming("sensor", later)  # joins the adopted run: no second start
+    assert later.enough.wait(TIMEOUT)
+    assert dev.starts == 2
+
+
+def test_subscribing_right_after_the_device_stopped_itself_starts_it_again(
+    daemon: ld.LabDaemon,
+) -> None:
+    dev = daemon.add_device("sensor", ReconnectingSensor)
+    first = Collector(5)
+    daemon.start_streaming("sensor", first, on_end=first.on_end)
+    assert first.enough.wait(TIMEOUT)
+    dev._on_link_lost()  # before the watcher has noticed
+    again = Collector(5)
+    daemon.start_streaming("sensor", again)  # must not join the dead stream
+    assert again.enough.wait(TIMEOUT)
+    assert dev.starts == 2 and first.ended.is_set()
+
+
+def test_a_stop_from_another_thread_waits_for_a_start_under_way(daemon: ld.LabDaemon) -> None:
+    events: list[str] = []
+
+    class SlowToArm:
+        """``start_streaming`` returns once the hardware is armed (a gate here)."""
+
+        def __init__(self, device_id: str) -> None:
+            self.armed = threading.Event()
+            self.running = False
+
+        def start_streaming(self, callback: Any) -> None:
+            events.append("start begins")
+            assert self.armed.wait(10)
+            self.running = True
+            events.append("start returns")
+
+        def stop_streaming(self, timeout: float | None = None) -> None:
+            events.append(f"stop on {threading.current_thread().name}")
+            self.running = False
+
+        def is_streaming(self) -> bool:
+            return self.running
+
+    dev = daemon.add_device("slow", SlowToArm)
+    sub: list[Any] = []
+    starter = threading.Thread(
+        target=lambda: sub.append(daemon.start_streaming("slow", lambda _: None)),
+        name="test-starter",
+    )
+    starter.start()
+    assert wait_until(lambda: events == ["start begins"], timeout=TIMEOUT)
+    stopper = threading.Thread(
+        target=daemon.stop_streaming, args=("slow", 10.0), name="test-stopper"
+    )
+    stopper.start()
+    assert wait_until(lambda: daemon.streams.get("slow")._cond._waiters, timeout=TIMEOUT)
+    assert events == ["start begins"]  # the stop waits for the start
+    dev.armed.set()
+    starter.join(TIMEOUT)
+    stopper.join(TIMEOUT)
+    assert events == ["start begins", "start returns", "stop on test-stopper"]
+    assert sub and not sub[0].active
