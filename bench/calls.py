@@ -28,7 +28,7 @@ from typing import Any
 from server import CALL_BODY, Echo, bare_app  # bench/server.py, beside this script
 
 import labd
-from labd.calls import CallWorker
+from labd.calls import CallWorker, DeviceCall
 from labd.server.app import create_app
 from labd.server.bridge import Bridge
 
@@ -99,9 +99,9 @@ def asgi_request(app: Any) -> Callable[[], Awaitable[None]]:
 
 
 async def run_inline(
-    worker: CallWorker, timeout: float | None, func: Any, *a: Any, **k: Any
+    call: DeviceCall, timeout: float | None, args: Any = (), kwargs: Any = None
 ) -> Any:
-    return func(*a, **k)
+    return call.func(*args, **(kwargs or {}))
 
 
 def echo(value: Any) -> Any:
@@ -153,12 +153,13 @@ def main() -> None:
     inline.ctx.bridge.call = run_inline  # type: ignore[method-assign]
     bridge = Bridge()
     worker = CallWorker("bench")
+    echo_call = DeviceCall(worker, echo, "echo")
     minimal = MinimalCrossing()
     rows: list[tuple[str, Callable[[], Awaitable[None]]]] = [
         ("bare ASGI app", asgi_request(bare_app)),
         ("labd app, call inline (measurement only)", asgi_request(inline)),
         ("labd app, call on the device's thread", asgi_request(threaded)),
-        ("Bridge.call alone", lambda: bridge.call(worker, 30.0, echo, 42)),
+        ("Bridge.call alone", lambda: bridge.call(echo_call, 30.0, (42,))),
         ("minimal crossing", lambda: minimal.call(echo, 42)),
     ]
     try:

@@ -13,8 +13,13 @@ import pytest
 pytest.importorskip("fastapi")
 
 import labd
-from labd.calls import CallWorker
+from labd.calls import CallWorker, DeviceCall
 from labd.server.bridge import Bridge
+
+
+def on(worker: CallWorker, func: Any) -> DeviceCall:
+    """``func`` as a call on ``worker``'s thread, as the daemon would make it ready."""
+    return DeviceCall(worker, func, getattr(func, "__name__", "call"))
 
 
 def test_calls_return_results_and_leave_no_deadlines_behind() -> None:
@@ -23,12 +28,12 @@ def test_calls_return_results_and_leave_no_deadlines_behind() -> None:
         workers = [CallWorker(f"dev{i}") for i in range(3)]
         try:
             results = await asyncio.gather(
-                *(bridge.call(workers[i % 3], 30.0, lambda x: x * 2, i) for i in range(300))
+                *(bridge.call(on(workers[i % 3], lambda x: x * 2), 30.0, (i,)) for i in range(300))
             )
             waiters = bridge._waiters
             assert waiters is not None and not waiters._deadlines
             with pytest.raises(KeyError):
-                await bridge.call(workers[0], 30.0, {}.__getitem__, "missing")
+                await bridge.call(on(workers[0], {}.__getitem__), 30.0, ("missing",))
             return results
         finally:
             for worker in workers:
@@ -62,7 +67,7 @@ def test_each_call_times_out_at_its_own_deadline(loop_factory: Any) -> None:
 
         async def one(worker: CallWorker, timeout: float) -> tuple[float, float]:
             with pytest.raises(labd.DeviceTimeoutError, match=f"within {timeout}"):
-                await bridge.call(worker, timeout, release.wait, 30)
+                await bridge.call(on(worker, release.wait), timeout, (30,))
             return timeout, time.monotonic() - t0
 
         try:
@@ -91,15 +96,15 @@ def test_a_cancelled_caller_drops_its_queued_call() -> None:
         bridge = Bridge(max_workers=1)
         worker = CallWorker("line")
         try:
-            first = asyncio.ensure_future(bridge.call(worker, 30.0, release.wait, 30))
-            second = asyncio.ensure_future(bridge.call(worker, 30.0, ran.append, "second"))
+            first = asyncio.ensure_future(bridge.call(on(worker, release.wait), 30.0, (30,)))
+            second = asyncio.ensure_future(bridge.call(on(worker, ran.append), 30.0, ("second",)))
             await asyncio.sleep(0)  # both queued, the first one running
             second.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await second
             release.set()
             assert await first is True
-            assert await bridge.call(worker, 30.0, ran.append, "third") is None
+            assert await bridge.call(on(worker, ran.append), 30.0, ("third",)) is None
         finally:
             release.set()
             assert worker.close(5.0)

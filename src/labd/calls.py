@@ -8,6 +8,8 @@
   the synchronous wait here and the server's event-loop bridge.
 * :class:`CallSpec` is what a call needs to know about one method (its query flag, its
   argument check, its Enum-annotated parameters), worked out once per device method.
+* :class:`DeviceCall` is a call made ready by the daemon for a caller on another loop
+  (the server): what to check and how to queue it, without the daemon's records.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from labd.devices import enum_parameters, is_query, signature_of, to_enum
 from labd.exceptions import DeviceArgumentError, DeviceBusy, DeviceTimeoutError
 
-__all__ = ["CallJob", "CallSpec", "CallWorker"]
+__all__ = ["CallJob", "CallSpec", "CallWorker", "DeviceCall"]
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +136,7 @@ class CallJob:
         self,
         lock: threading.Lock,
         func: Callable[..., Any],
-        args: tuple[Any, ...],
+        args: tuple[Any, ...] | list[Any],
         kwargs: dict[str, Any],
         on_done: Callable[[CallJob], None] | None,
         tag: Any,
@@ -239,7 +241,7 @@ class CallWorker:
     def enqueue(
         self,
         func: Callable[..., Any],
-        args: tuple[Any, ...],
+        args: tuple[Any, ...] | list[Any],
         kwargs: dict[str, Any],
         on_done: Callable[[CallJob], None] | None = None,
         tag: Any = None,
@@ -363,3 +365,59 @@ class CallWorker:
         if thread is not threading.current_thread():
             thread.join(timeout)
         return not thread.is_alive()
+
+
+class DeviceCall:
+    """One kind of device call, made ready by the daemon for a caller that queues it itself.
+
+    The server's bridge queues it with :meth:`enqueue` and settles a wait that ran out
+    with :meth:`expire`; its checks read :attr:`query`, :attr:`action` and
+    :meth:`bind`. It holds no more of the device than that call needs.
+    """
+
+    __slots__ = ("_spec", "_worker", "action", "device_id", "func", "method", "query")
+
+    def __init__(
+        self,
+        worker: CallWorker,
+        func: Callable[..., Any],
+        method: str,
+        *,
+        spec: CallSpec | None = None,
+        action: str | None = None,
+        query: bool = False,
+    ) -> None:
+        self._worker = worker
+        self._spec = spec
+        self.func = func
+        self.device_id = worker.device_id
+        self.method = method
+        self.query = spec.query if spec is not None else query
+        self.action = spec.action if spec is not None else action or method
+
+    def bind(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """The arguments as the device should get them (:meth:`CallSpec.with_members`)."""
+        if self._spec is None:
+            return args, kwargs
+        return self._spec.with_members(args, kwargs)
+
+    def enqueue(
+        self,
+        args: tuple[Any, ...] | list[Any],
+        kwargs: dict[str, Any],
+        on_done: Callable[[CallJob], None] | None = None,
+        tag: Any = None,
+    ) -> CallJob:
+        """Queue the call on the device's call thread (:meth:`CallWorker.enqueue`)."""
+        return self._worker.enqueue(self.func, args, kwargs, on_done, tag)
+
+    def expire(self, job: CallJob, timeout: float | None) -> None:
+        """The caller's wait ran out (:meth:`CallWorker.expire`)."""
+        self._worker.expire(job, timeout)
+
+    def abandon(self, job: CallJob) -> bool:
+        """The caller gave up (:meth:`CallWorker.abandon`)."""
+        return self._worker.abandon(job)
+
+    def __repr__(self) -> str:
+        return f"<DeviceCall {self.device_id}.{self.method}>"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import threading
 import time
@@ -12,9 +13,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from labd.calls import CallJob, CallSpec, CallWorker
+from labd.calls import CallJob, CallSpec, CallWorker, DeviceCall
 from labd.devices import (
     check_device_class,
+    describe_callable,
     describe_methods,
     instantiate,
     wrap_device,
@@ -36,10 +38,11 @@ from labd.exceptions import (
     UnknownTaskTypeError,
     error_text,
 )
-from labd.streams import RESERVED_KWARGS, DeviceStream, StreamHub, Subscription
+from labd.ring import EventRing
+from labd.streams import RESERVED_KWARGS, DeviceStream, RemoteReader, StreamHub, Subscription
 from labd.task_context import split_task_call, task_call_signature
 from labd.tasks import TaskHandle, current_task
-from labd.wire import DeviceInfo, ErrorInfo, MethodInfo, Origin, error_object
+from labd.wire import DeviceInfo, ErrorInfo, MethodInfo, Origin, TaskTypeInfo, error_object
 
 __all__ = ["DeviceRecord", "LabDaemon"]
 
@@ -64,6 +67,16 @@ def _claimed_devices(task: Any, task_id: str, type_name: str) -> list[str]:
     return list(claimed)
 
 
+def _describe_task_type(name: str, cls: type) -> TaskTypeInfo:
+    info = describe_callable(name, cls)
+    params = [
+        p
+        for p in info["parameters"]
+        if p["name"] != "task_id" and p["kind"] not in ("var_positional", "var_keyword")
+    ]
+    return {"name": name, "parameters": params, "doc": inspect.getdoc(cls)}
+
+
 class DeviceRecord:
     """What the daemon knows about one device."""
 
@@ -77,6 +90,7 @@ class DeviceRecord:
         self.worker = CallWorker(device_id)
         self.stream: DeviceStream | None = None
         self._specs: dict[str, CallSpec] = {}
+        self._calls: dict[str, DeviceCall] = {}
 
     def spec(self, method: str) -> CallSpec:
         """The call spec of a public method (made on its first call), or AttributeError."""
@@ -88,6 +102,15 @@ class DeviceRecord:
             raise AttributeError(f"device {self.device_id!r} has no public method {method!r}")
         spec = self._specs[method] = CallSpec(self.device_id, method, func)
         return spec
+
+    def call(self, method: str) -> DeviceCall:
+        """The ready call of a public method (made on its first use), or AttributeError."""
+        call = self._calls.get(method)
+        if call is None:
+            spec = self.spec(method)
+            locked = getattr(self.device, method)  # the wrapper that takes the device lock
+            call = self._calls[method] = DeviceCall(self.worker, locked, method, spec=spec)
+        return call
 
 
 class LabDaemon:
@@ -154,6 +177,11 @@ class LabDaemon:
 
     def task_types(self) -> dict[str, type]:
         return dict(self._task_types)
+
+    def task_type_infos(self) -> list[TaskTypeInfo]:
+        """Each registered task type, by name: its parameters (less ``task_id``) and docstring."""
+        types = self.task_types()
+        return [_describe_task_type(name, types[name]) for name in sorted(types)]
 
     # -- devices ------------------------------------------------------------------------
 
@@ -230,6 +258,9 @@ class LabDaemon:
 
     def get_device(self, device_id: str) -> Any:
         return self.device_record(device_id).device
+
+    def has_device(self, device_id: str) -> bool:
+        return device_id in self._devices
 
     def list_devices(self) -> list[str]:
         return list(self._devices)
@@ -377,6 +408,14 @@ class LabDaemon:
             self._record_device_error(device_id, exc, "device", {"method": method})
             raise
 
+    def prepare_call(self, device_id: str, method: str) -> DeviceCall:
+        """A public method's call, ready for a caller that queues it itself (the server).
+
+        Raises :class:`UnknownDeviceError`, or AttributeError for anything but a public
+        method. Checking its arguments (:meth:`DeviceCall.bind`) is the caller's part.
+        """
+        return self.device_record(device_id).call(method)
+
     # -- streaming --------------------------------------------------------------------
 
     def _stream_of(self, device: str | Any) -> DeviceStream:
@@ -384,6 +423,43 @@ class LabDaemon:
         if record.stream is None or not record.stream.can_stream:
             raise DeviceError(f"device {record.device_id!r} cannot stream (no start_streaming)")
         return record.stream
+
+    def can_stream(self, device_id: str) -> bool:
+        """True when the device has a ``start_streaming`` method."""
+        stream = self.device_record(device_id).stream
+        return stream is not None and stream.can_stream
+
+    def prepare_stream_start(
+        self, device_id: str, kwargs: dict[str, Any] | None = None, *, explicit: bool = True
+    ) -> DeviceCall:
+        """Starting the device's stream for remote readers, as a call for the device's thread.
+
+        ``explicit=False`` is a start that only its remote readers asked for: it stops
+        when the last of them leaves (:class:`RemoteReader`).
+        """
+        record = self.device_record(device_id)
+        stream = self._stream_of(record.device_id)
+        start = functools.partial(stream.subscribe, None, kwargs or {}, explicit=explicit)
+        return DeviceCall(record.worker, start, "start_streaming", action="start streaming")
+
+    @property
+    def event_history(self) -> EventRing:
+        """The recent state-change events, as SSE frames, for remote readers."""
+        return self.events.ring
+
+    def enable_stream_history(self) -> None:
+        """Keep each device stream's recent events for remote readers (idempotent)."""
+        self.streams.enable_history()
+
+    def open_remote_reader(self, device_id: str, last_sequence: int | None = None) -> RemoteReader:
+        """A remote client joins the device's stream history, after ``last_sequence`` if given.
+
+        Starts nothing: when :attr:`RemoteReader.needs_start`, the caller starts the stream
+        (:meth:`prepare_stream_start`). Close the reader when the client leaves.
+        """
+        stream = self._stream_of(device_id)
+        self.streams.enable_history()
+        return RemoteReader(stream, last_sequence)
 
     def start_streaming(
         self, device: str | Any, callback: Callable[[Any], Any], **kwargs: Any

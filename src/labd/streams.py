@@ -48,7 +48,14 @@ from labd.ring import EventRing, RingEvent
 from labd.streaming import BackpressureQueue
 from labd.wire import Origin, encode_json, encode_stream_envelope, error_object, sse_frame
 
-__all__ = ["STREAM_TRANSITIONS", "DeviceStream", "StreamHub", "StreamState", "Subscription"]
+__all__ = [
+    "STREAM_TRANSITIONS",
+    "DeviceStream",
+    "RemoteReader",
+    "StreamHub",
+    "StreamState",
+    "Subscription",
+]
 
 log = logging.getLogger(__name__)
 
@@ -650,6 +657,42 @@ class DeviceStream:
     def _record(self, exc: BaseException, origin: Origin) -> None:
         self.last_error = exc
         self.hub._record(self.device_id, exc, origin)
+
+
+class RemoteReader:
+    """One remote client reading a device stream's history ring; :meth:`close` when it leaves.
+
+    While any are open, a stream that only remote readers started keeps running; the
+    last one to close stops it (an explicit start is left running).
+    """
+
+    def __init__(self, stream: DeviceStream, last_sequence: int | None = None) -> None:
+        ring = stream.ring
+        if ring is None:
+            raise RuntimeError("remote readers need the hub's history (enable_history)")
+        self.device_id = stream.device_id
+        self.ring: EventRing = ring
+        # Where to begin: after the last event the client saw (Last-Event-ID), else new ones.
+        self.cursor = (
+            ring.head
+            if last_sequence is None
+            else ring.find_after_sequence(last_sequence, stream.run)
+        )
+        self._stream = stream
+        self._open = True
+        stream.add_remote_reader()
+
+    @property
+    def needs_start(self) -> bool:
+        """True when the device is not streaming, so the reader would see nothing."""
+        return not self._stream.running
+
+    def close(self) -> bool:
+        """Leave; returns True when this stopped the stream. Idempotent."""
+        if not self._open:
+            return False
+        self._open = False
+        return self._stream.remove_remote_reader()
 
 
 class StreamHub:

@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute, APIRouter
 from starlette.requests import HTTPConnection
 from starlette.types import Message, Receive, Scope, Send
 
-import labd
+from labd._version import __version__
 from labd.daemon import LabDaemon
 from labd.server.auth import ROLE_KEY, ROUTE_ROLES, is_open, redact_query
 from labd.server.calls import CallRoute, DeviceCaller
@@ -60,10 +60,10 @@ def create_app(
         heartbeat_interval=heartbeat_interval,
         max_body_bytes=max_body_bytes,
     )
-    daemon.streams.enable_history()
+    daemon.enable_stream_history()
     app = FastAPI(
         title="labd",
-        version=labd.__version__,
+        version=__version__,
         description="Instrument control over HTTP and server-sent events.",
         dependencies=[Depends(ctx.auth.route_guard())],
     )
@@ -92,7 +92,7 @@ def create_app(
         return json_response(
             {
                 "name": "labd",
-                "version": labd.__version__,
+                "version": __version__,
                 "dashboard": "/ui/",
                 "endpoints": endpoints,
             }

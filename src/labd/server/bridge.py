@@ -1,8 +1,8 @@
 """The one bridge between labd's threads and the server's event loop.
 
-* Device calls go to the device's own call thread (:class:`labd.calls.CallWorker`)
-  and are awaited here with a timeout; a hung device holds its one thread, never the
-  server's.
+* Device calls (a :class:`labd.calls.DeviceCall` the daemon made ready) go to the
+  device's own call thread and are awaited here with a timeout; a hung device holds
+  its one thread, never the server's.
 * Other blocking work (starting a device stream, creating a device or task) runs on a
   small pool of ``labd-server-*`` threads.
 * History rings (device streams, events, task progress) wake the loop through one
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from labd.calls import CallJob, CallWorker
+from labd.calls import CallJob, DeviceCall
 from labd.ring import EventRing
 
 __all__ = ["Bridge", "CallWaiters", "RingWatcher"]
@@ -165,29 +165,27 @@ class Bridge:
 
     async def call(
         self,
-        worker: CallWorker,
+        call: DeviceCall,
         timeout: float | None,
-        func: Callable[..., T],
-        *args: Any,
-        **kwargs: Any,
-    ) -> T:
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         """Run a device call on its call thread, waiting at most ``timeout`` seconds."""
         waiters = self._call_waiters(asyncio.get_running_loop())
         waiter: asyncio.Future[bool] = waiters.loop.create_future()
-        job = worker.enqueue(func, args, kwargs, waiters.finished, waiter)
+        job = call.enqueue(args, kwargs if kwargs is not None else {}, waiters.finished, waiter)
         if timeout is not None:
             waiters.expire_after(waiter, timeout)
         try:
             in_time = await waiter
         except asyncio.CancelledError:
-            worker.abandon(job)
+            call.abandon(job)
             raise
         finally:
             waiters.forget(waiter)
         if not in_time:
-            worker.expire(job, timeout)
-        result: T = job.result()
-        return result
+            call.expire(job, timeout)
+        return job.result()
 
     def watch(self, ring: EventRing) -> RingWatcher:
         """The watcher for ``ring`` on this loop, shared by its readers; pair with ``unwatch``."""

@@ -15,8 +15,13 @@ from pydantic import ValidationError
 from starlette.requests import HTTPConnection
 from starlette.types import Message, Scope, Send
 
-from labd.exceptions import DeviceArgumentError, DeviceBusy, DeviceTimeoutError
-from labd.server.context import ServerContext
+from labd.exceptions import (
+    DeviceArgumentError,
+    DeviceBusy,
+    DeviceTimeoutError,
+    UnknownDeviceError,
+)
+from labd.server.context import ServerContext, unknown_device
 from labd.server.errors import ApiError, api_error_response, describe_validation
 from labd.server.models import CallRequest
 from labd.wire import encode_json
@@ -64,27 +69,27 @@ class DeviceCaller:
         Returns the encoded ``{"result", "success"}`` reply; failures raise ``ApiError``.
         """
         ctx = self.ctx
-        record = ctx.device(device_id)
         try:
-            info = record.spec(method)  # public methods only
+            call = ctx.daemon.prepare_call(device_id, method)  # public methods only
+        except UnknownDeviceError:
+            raise unknown_device(device_id) from None
         except AttributeError as exc:
             raise ApiError(
                 400, str(exc), type_name="AttributeError", context=_where(device_id, method)
             ) from None
         if ctx.auth.enabled:
-            ctx.require(HTTPConnection(scope), "viewer" if info.query else "operator")
-        if not info.query and ctx.daemon.owner_of(device_id) is not None:
-            ctx.ensure_not_owned(device_id, info.action)
+            ctx.require(HTTPConnection(scope), "viewer" if call.query else "operator")
+        if not call.query and ctx.daemon.owner_of(device_id) is not None:
+            ctx.ensure_not_owned(device_id, call.action)
         try:
-            args, kwargs = info.with_members(args, kwargs)
+            args, kwargs = call.bind(args, kwargs)
         except DeviceArgumentError as exc:
             raise ApiError(
                 400, str(exc), type_name="TypeError", context=_where(device_id, method)
             ) from None
-        func = getattr(record.device, method)
         wait = timeout if timeout is not None else ctx.call_timeout
         try:
-            result = await ctx.bridge.call(record.worker, wait, func, *args, **kwargs)
+            result = await ctx.bridge.call(call, wait, args, kwargs)
         except DeviceBusy as exc:
             self._count(device_id, "busy")
             raise ApiError(

@@ -9,16 +9,15 @@ from typing import Any
 from fastapi.responses import Response
 from starlette.requests import HTTPConnection
 
-from labd.daemon import DeviceRecord, LabDaemon
+from labd.daemon import LabDaemon
 from labd.server.auth import Auth
 from labd.server.bridge import Bridge
 from labd.server.errors import ApiError
 from labd.server.metrics import Metrics
-from labd.streams import DeviceStream
 from labd.tasks import TaskHandle
 from labd.wire import encode_json
 
-__all__ = ["ServerContext", "json_response"]
+__all__ = ["ServerContext", "json_response", "unknown_device"]
 
 
 @dataclass
@@ -53,26 +52,21 @@ class ServerContext:
     def is_closing(self) -> bool:
         return self.closing
 
-    def device(self, device_id: str) -> DeviceRecord:
-        """The device's record, or 404 naming the id."""
-        try:
-            return self.daemon.device_record(device_id)
-        except ValueError as exc:
-            raise ApiError(
-                404, str(exc), type_name=type(exc).__name__, context={"device_id": device_id}
-            ) from None
+    def check_device(self, device_id: str) -> None:
+        """404 naming the id unless the daemon holds the device."""
+        if not self.daemon.has_device(device_id):
+            raise unknown_device(device_id)
 
-    def stream_of(self, record: DeviceRecord) -> DeviceStream:
-        """The device's stream, or 400 when the device cannot stream."""
-        stream = record.stream
-        if stream is None or not stream.can_stream:
+    def check_stream(self, device_id: str) -> None:
+        """404 for an unknown device, 400 for one that cannot stream."""
+        self.check_device(device_id)
+        if not self.daemon.can_stream(device_id):
             raise ApiError(
                 400,
-                f"device {record.device_id!r} cannot stream",
+                f"device {device_id!r} cannot stream",
                 type_name="DeviceError",
-                context={"device_id": record.device_id},
+                context={"device_id": device_id},
             )
-        return stream
 
     def task(self, task_id: str) -> TaskHandle:
         """The task's handle, or 404 naming the id."""
@@ -82,6 +76,16 @@ class ServerContext:
             raise ApiError(
                 404, str(exc), type_name=type(exc).__name__, context={"task_id": task_id}
             ) from None
+
+
+def unknown_device(device_id: str) -> ApiError:
+    """The 404 for a device id the daemon does not hold."""
+    return ApiError(
+        404,
+        f"unknown device {device_id!r}",
+        type_name="UnknownDeviceError",
+        context={"device_id": device_id},
+    )
 
 
 def json_response(body: Any, status: int = 200) -> Response:

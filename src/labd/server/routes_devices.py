@@ -20,13 +20,13 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
     router = APIRouter(tags=["devices"])
     daemon = ctx.daemon
 
-    record_of = ctx.device
+    known = ctx.check_device
 
     async def device_action(device_id: str, action: str, func: Any, *args: Any) -> None:
-        record = record_of(device_id)
+        known(device_id)
         ctx.ensure_not_owned(device_id, action)
         try:
-            await ctx.bridge.run(func, record.device_id, *args)
+            await ctx.bridge.run(func, device_id, *args)
         except Exception as exc:
             raise _as_api_error(exc, {"device_id": device_id, "action": action}) from None
 
@@ -62,14 +62,14 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
 
     @router.get("/devices/{device_id}", response_model=DeviceInfo, responses=documented_errors(404))
     async def get_device(request: Request, device_id: str) -> Response:
-        record_of(device_id)
+        known(device_id)
         return json_response(daemon.device_info(device_id))
 
     @router.get(
         "/devices/{device_id}/methods", response_model=MethodList, responses=documented_errors(404)
     )
     async def get_methods(request: Request, device_id: str) -> Response:
-        record_of(device_id)
+        known(device_id)
         return json_response({"methods": daemon.device_methods(device_id)})
 
     @router.post(
@@ -108,12 +108,12 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
 
     @router.get("/devices/{device_id}/error", responses=documented_errors(404))
     async def get_error(request: Request, device_id: str) -> Response:
-        record_of(device_id)
+        known(device_id)
         return recorded_error_response(daemon.get_last_error(device_id), "device", device_id)
 
     @router.delete("/devices/{device_id}/error", status_code=204, responses=documented_errors(404))
     async def clear_error(request: Request, device_id: str) -> Response:
-        record_of(device_id)
+        known(device_id)
         daemon.clear_last_error(device_id)
         return Response(status_code=204)
 
@@ -125,14 +125,12 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
     async def start_streaming(
         request: Request, device_id: str, body: StartStreamingRequest | None = None
     ) -> Response:
-        record = record_of(device_id)
+        ctx.check_stream(device_id)
         ctx.ensure_not_owned(device_id, "start streaming")
-        stream = ctx.stream_of(record)
         kwargs = body.kwargs if body is not None else {}
         try:
-            await ctx.bridge.call(
-                record.worker, ctx.call_timeout, stream.subscribe, None, kwargs, explicit=True
-            )
+            start = daemon.prepare_stream_start(device_id, kwargs, explicit=True)
+            await ctx.bridge.call(start, ctx.call_timeout)
         except Exception as exc:
             raise _as_api_error(
                 exc, {"device_id": device_id, "action": "start streaming"}
@@ -145,10 +143,12 @@ def device_routes(ctx: ServerContext, caller: DeviceCaller) -> APIRouter:
         responses=documented_errors(404, 409, 500),
     )
     async def stop_streaming(request: Request, device_id: str) -> Response:
-        record = record_of(device_id)
+        ctx.check_stream(device_id)
         ctx.ensure_not_owned(device_id, "stop streaming")
-        stream = ctx.stream_of(record)
-        await ctx.bridge.run(stream.stop, min(ctx.call_timeout, 10.0))
+        try:
+            await ctx.bridge.run(daemon.stop_streaming, device_id, min(ctx.call_timeout, 10.0))
+        except Exception as exc:
+            raise _as_api_error(exc, {"device_id": device_id, "action": "stop streaming"}) from None
         return json_response(daemon.device_info(device_id))
 
     return router

@@ -28,24 +28,19 @@ def stream_routes(ctx: ServerContext) -> APIRouter:
 
     @router.get("/stream/devices/{device_id}", responses=_SSE_DOC, response_class=Response)
     async def device_stream(request: Request, device_id: str) -> Response:
-        record = ctx.device(device_id)
-        stream = ctx.stream_of(record)
-        daemon.streams.enable_history()
-        ring = stream.ring
-        assert ring is not None
+        ctx.check_stream(device_id)
         last_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+        last_sequence = None
         if last_id is not None and last_id.strip().lstrip("-").isdigit():
-            cursor = ring.find_after_sequence(int(last_id), stream.run)
-        else:
-            cursor = ring.head
-        stream.add_remote_reader()
-        if not stream.running and daemon.owner_of(device_id) is None:
+            last_sequence = int(last_id)
+        reader = daemon.open_remote_reader(device_id, last_sequence)
+        ring = reader.ring
+        if reader.needs_start and daemon.owner_of(device_id) is None:
             try:
-                await ctx.bridge.call(
-                    record.worker, ctx.call_timeout, stream.subscribe, None, {}, explicit=False
-                )
+                start = daemon.prepare_stream_start(device_id, explicit=False)
+                await ctx.bridge.call(start, ctx.call_timeout)
             except Exception as exc:
-                await ctx.bridge.run(stream.remove_remote_reader)
+                await ctx.bridge.run(reader.close)
                 status = status_for(exc) or 409
                 raise ApiError(
                     status,
@@ -69,7 +64,7 @@ def stream_routes(ctx: ServerContext) -> APIRouter:
             return follow_ring(
                 ctx.bridge,
                 ring,
-                cursor,
+                reader.cursor,
                 gone=gone,
                 closing=ctx.is_closing,
                 heartbeat=ctx.heartbeat_interval,
@@ -78,7 +73,7 @@ def stream_routes(ctx: ServerContext) -> APIRouter:
 
         async def leave() -> None:
             gauge.dec()
-            await ctx.bridge.run(stream.remove_remote_reader)
+            await ctx.bridge.run(reader.close)
 
         return SSEResponse(chunks, leave)
 
@@ -105,7 +100,7 @@ def stream_routes(ctx: ServerContext) -> APIRouter:
 
     @router.get("/stream/events", responses=_SSE_DOC, response_class=Response)
     async def event_stream(request: Request) -> Response:
-        ring = daemon.events.ring
+        ring = daemon.event_history
         cursor = ring.head
 
         def chunks(gone: asyncio.Event) -> AsyncIterator[bytes]:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from labd.devices import describe_callable
 from labd.exceptions import TaskError
 from labd.server.context import ServerContext, json_response
 from labd.server.errors import ApiError, documented_errors, recorded_error_response, status_for
@@ -16,17 +12,6 @@ from labd.server.models import ParameterRequest, StartTaskRequest
 from labd.wire import ParameterValue, StartedTask, TaskInfo, TaskList, TaskTypeList
 
 __all__ = ["task_routes"]
-
-
-def describe_task_type(name: str, cls: type) -> dict[str, Any]:
-    """A task type's name, ``__init__`` parameters (less ``task_id``) and docstring."""
-    info = describe_callable(name, cls)
-    params = [
-        p
-        for p in info["parameters"]
-        if p["name"] != "task_id" and p["kind"] not in ("var_positional", "var_keyword")
-    ]
-    return {"name": name, "parameters": params, "doc": inspect.getdoc(cls)}
 
 
 def task_routes(ctx: ServerContext) -> APIRouter:
@@ -54,10 +39,7 @@ def task_routes(ctx: ServerContext) -> APIRouter:
 
     @router.get("/task-types", response_model=TaskTypeList)
     async def task_types(request: Request) -> Response:
-        types = daemon.task_types()
-        return json_response(
-            {"task_types": [describe_task_type(n, types[n]) for n in sorted(types)]}
-        )
+        return json_response({"task_types": daemon.task_type_infos()})
 
     @router.get("/tasks", response_model=TaskList)
     async def list_tasks(request: Request) -> Response:
