@@ -761,6 +761,17 @@ def test_demo_with_token(procs: list[Proc]) -> None:
     assert proc.finish(signal.SIGINT) == 0
 
 
+def test_demo_cors_origin(procs: list[Proc]) -> None:
+    proc = Proc("demo", "--port", "0", "--cors-origin", "https://lab.example.org")
+    procs.append(proc)
+    url = proc.wait_for(URL_LINE).group(1)
+    allowed = httpx.get(f"{url}/devices", headers={"Origin": "https://lab.example.org"})
+    assert allowed.headers["access-control-allow-origin"] == "https://lab.example.org"
+    other = httpx.get(f"{url}/devices", headers={"Origin": "https://other.example.org"})
+    assert other.status_code == 403
+    assert proc.finish(signal.SIGINT) == 0
+
+
 def test_demo_port_in_use() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

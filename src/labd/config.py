@@ -69,6 +69,9 @@ class ServerOptions:
     call_timeout: float | None = None
     heartbeat_interval: float | None = None
     allow_remote_without_auth: bool | None = None
+    cors_origins: tuple[str, ...] | None = None
+    allowed_hosts: tuple[str, ...] | None = None
+    max_streams_per_client: int | None = None
 
     def merged(self, **overrides: Any) -> ServerOptions:
         """A copy where every override that is not ``None`` replaces the configured value."""
@@ -227,6 +230,21 @@ class LabConfig:
         return self.server
 
 
+def _parse_origins(path: Path, entry: str, value: Any) -> list[str]:
+    """A list of ``scheme://host[:port]`` origins (or ``"*"``), as browsers send them."""
+    if not isinstance(value, list):
+        raise ConfigError(path, entry, f"must be a list of origins, not {_kind(value)}")
+    for origin in value:
+        ok = isinstance(origin, str) and (
+            origin == "*" or (origin.split("://", 1)[0] in ("http", "https") and "://" in origin)
+        )
+        if not ok or origin.rstrip("/").count("/") > 2:
+            raise ConfigError(
+                path, entry, f"{origin!r} is not an origin like 'https://lab.example.org'"
+            )
+    return [origin.rstrip("/") for origin in value]
+
+
 def parse_server_options(path: Path, entry: str, table: Mapping[str, Any]) -> ServerOptions:
     """Validate a ``[server]`` table (or the dict a setup() returns)."""
     keys = tuple(f.name for f in ServerOptions.__dataclass_fields__.values())
@@ -254,11 +272,29 @@ def parse_server_options(path: Path, entry: str, table: Mapping[str, Any]) -> Se
         raise ConfigError(
             path, f"{entry}.allow_remote_without_auth", f"must be true or false, not {allow!r}"
         )
+    origins = table.get("cors_origins")
+    if origins is not None:
+        origins = tuple(_parse_origins(path, f"{entry}.cors_origins", origins))
+    hosts = table.get("allowed_hosts")
+    if hosts is not None:
+        if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
+            raise ConfigError(
+                path, f"{entry}.allowed_hosts", f"must be a list of host names, not {hosts!r}"
+            )
+        hosts = tuple(hosts)
+    limit = table.get("max_streams_per_client")
+    if limit is not None and (not _is_int(limit) or limit < 1):
+        raise ConfigError(
+            path, f"{entry}.max_streams_per_client", f"must be an integer >= 1, not {limit!r}"
+        )
     return ServerOptions(
         host=host,
         port=port,
         tokens=tokens,
         allow_remote_without_auth=allow,
+        cors_origins=origins,
+        allowed_hosts=hosts,
+        max_streams_per_client=limit,
         **numbers,
     )
 

@@ -56,6 +56,15 @@ RemoteOption = Annotated[
         help="Allow a non-loopback --host without tokens (anyone who can reach the port).",
     ),
 ]
+CorsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--cors-origin",
+        help="Let pages from this origin (e.g. https://lab.example.org) use the API"
+        " (repeatable; closed by default).",
+        show_default=False,
+    ),
+]
 LogLevelOption = Annotated[
     str, typer.Option("--log-level", help="Log level: debug, info, warning, error.")
 ]
@@ -180,6 +189,7 @@ def demo(
     port: PortOption = None,
     token: ServerTokenOption = None,
     allow_remote_without_auth: RemoteOption = False,
+    cors_origin: CorsOption = None,
     log_level: LogLevelOption = "warning",
 ) -> None:
     """Serve simulated instruments (daq1, laser1, meter1, camera1) and the sweep task."""
@@ -193,6 +203,7 @@ def demo(
             port=port,
             tokens=tokens,
             allow_remote_without_auth=allow_remote_without_auth or None,
+            cors_origins=tuple(cors_origin) if cors_origin else None,
         )
         daemon = LabDaemon()
         try:
@@ -216,6 +227,7 @@ def serve(
     port: PortOption = None,
     token: ServerTokenOption = None,
     allow_remote_without_auth: RemoteOption = False,
+    cors_origin: CorsOption = None,
     log_level: LogLevelOption = "warning",
 ) -> None:
     """Serve the lab described by CONFIG (a TOML lab file or a Python setup file).
@@ -236,6 +248,7 @@ def serve(
             port=port,
             tokens=parse_tokens(list(token)) if token else None,
             allow_remote_without_auth=allow_remote_without_auth or None,
+            cors_origins=tuple(cors_origin) if cors_origin else None,
         )
         _serve_built(daemon, options, _banner(f"labd ({config.name})", daemon, options.tokens))
 

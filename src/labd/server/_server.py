@@ -8,13 +8,14 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import uvicorn
 
 from labd.daemon import LabDaemon
 from labd.server.app import LabdApp, create_app
+from labd.server.guards import LOOPBACK_NAMES
 
 __all__ = ["LabDaemonServer"]
 
@@ -46,7 +47,11 @@ class LabDaemonServer:
     """Serve ``daemon`` at ``http://host:port``; ``port=0`` picks a free port (see ``url``).
 
     Binds to loopback by default. A non-loopback ``host`` needs ``tokens`` unless
-    ``allow_remote_without_auth=True`` says otherwise on purpose.
+    ``allow_remote_without_auth=True`` says otherwise on purpose. Bound to loopback, it
+    answers only to loopback ``Host`` names and ``allowed_hosts`` (a reverse proxy's
+    public name). Pages from other origins may call it only
+    when listed in ``cors_origins``. One client may hold ``max_streams_per_client`` open
+    streams, and the server ``max_connections`` connections in all (503 past that).
     """
 
     def __init__(
@@ -59,6 +64,11 @@ class LabDaemonServer:
         *,
         heartbeat_interval: float = 15.0,
         max_body_bytes: int = 10 * 1024 * 1024,
+        max_json_depth: int = 64,
+        max_streams_per_client: int | None = 64,
+        max_connections: int | None = 1000,
+        cors_origins: Iterable[str] = (),
+        allowed_hosts: Iterable[str] = (),
         allow_remote_without_auth: bool = False,
         log_level: str = "warning",
     ) -> None:
@@ -77,6 +87,14 @@ class LabDaemonServer:
             call_timeout=call_timeout,
             heartbeat_interval=heartbeat_interval,
             max_body_bytes=max_body_bytes,
+            max_json_depth=max_json_depth,
+            max_streams_per_client=max_streams_per_client,
+            cors_origins=cors_origins,
+            trusted_hosts=(
+                LOOPBACK_NAMES | {host.lower(), *map(str.lower, allowed_hosts)}
+                if is_loopback(host)
+                else None
+            ),
         )
         self._config = uvicorn.Config(
             self.app,
@@ -87,6 +105,7 @@ class LabDaemonServer:
             lifespan="off",
             timeout_graceful_shutdown=3,
             ws="none",
+            limit_concurrency=max_connections,
         )
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,9 @@ import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.routing import APIRoute, APIRouter
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import HTTPConnection
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labd._version import __version__
 from labd.daemon import LabDaemon
@@ -27,6 +28,7 @@ from labd.server.errors import (
     error_response,
     install_error_handlers,
 )
+from labd.server.guards import HeaderGuard, json_depth_exceeds
 from labd.server.routes_devices import device_routes
 from labd.server.routes_streams import stream_routes
 from labd.server.routes_tasks import task_routes
@@ -46,9 +48,17 @@ def create_app(
     call_timeout: float = 30.0,
     heartbeat_interval: float = 15.0,
     max_body_bytes: int = 10 * 1024 * 1024,
+    max_json_depth: int = 64,
+    max_streams_per_client: int | None = 64,
+    cors_origins: Iterable[str] = (),
+    trusted_hosts: Iterable[str] | None = None,
     static_dir: Path | None = STATIC_DIR,
 ) -> LabdApp:
-    """Build the labd HTTP/SSE app for ``daemon`` (``app.state.labd`` holds its context)."""
+    """Build the labd HTTP/SSE app for ``daemon`` (``app.state.labd`` holds its context).
+
+    ``cors_origins`` lets pages from those origins call the API (closed by default);
+    ``trusted_hosts`` limits the ``Host`` names answered (see :mod:`labd.server.guards`).
+    """
     if call_timeout <= 0:
         raise ValueError("call_timeout must be positive")
     if heartbeat_interval <= 0:
@@ -59,6 +69,12 @@ def create_app(
         call_timeout=call_timeout,
         heartbeat_interval=heartbeat_interval,
         max_body_bytes=max_body_bytes,
+        max_json_depth=max_json_depth,
+        max_streams_per_client=max_streams_per_client,
+        cors_origins=frozenset(o.rstrip("/") for o in cors_origins),
+        trusted_hosts=None
+        if trusted_hosts is None
+        else frozenset(h.lower() for h in trusted_hosts),
     )
     daemon.enable_stream_history()
     app = FastAPI(
@@ -192,6 +208,16 @@ class LabdApp:
         #: Routes answered ahead of FastAPI, each a small ASGI route of its own.
         self.ahead = (CallRoute(caller),)
         self.state = app.state
+        self._guard = HeaderGuard(ctx.trusted_hosts, ctx.cors_origins)
+        self._entry: ASGIApp = self._serve
+        if ctx.cors_origins:  # outside everything: preflights carry no token
+            self._entry = CORSMiddleware(
+                self._serve,
+                allow_origins=sorted(ctx.cors_origins),
+                allow_methods=["GET", "POST", "PUT", "DELETE"],
+                allow_headers=["authorization", "content-type", "last-event-id"],
+                max_age=600,
+            )
 
     def routes(self) -> list[tuple[str, str]]:
         """Every ``(method, path template)`` this app answers (open ones included)."""
@@ -201,6 +227,9 @@ class LabdApp:
         return getattr(self.app, name)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._entry(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -208,6 +237,12 @@ class LabdApp:
         labels: tuple[str, str, str] | None = None  # the request's metric labels, when known
         started = time.perf_counter()
         try:
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                response = api_error_response(refusal)
+                status = response.status_code
+                await response(scope, receive, send)
+                return
             if self.ctx.auth.enabled and not is_open(scope["path"]):
                 # Authentication before anything else: unknown ids, methods or paths
                 # must not answer differently to a caller without a valid token.
@@ -229,6 +264,18 @@ class LabdApp:
                         413,
                         ValueError(f"request body exceeds {self.ctx.max_body_bytes} bytes"),
                         type_name="PayloadTooLarge",
+                    )
+                    await response(scope, receive, send)
+                    return
+                if json_depth_exceeds(body, self.ctx.max_json_depth):
+                    self.ctx.metrics.requests_refused.labels("json_depth").inc()
+                    status = 400
+                    response = error_response(
+                        400,
+                        ValueError(
+                            f"request body nests deeper than {self.ctx.max_json_depth} levels"
+                        ),
+                        type_name="ValidationError",
                     )
                     await response(scope, receive, send)
                     return
@@ -271,6 +318,33 @@ class LabdApp:
                     status,
                     (time.perf_counter() - started) * 1000,
                 )
+
+    def _refusal(self, scope: Scope) -> ApiError | None:
+        """431 for a header flood, 403 for a ``Host`` this server does not answer to or a
+        foreign ``Origin``."""
+        found = self._guard.refusal(scope)
+        if found is None:
+            return None
+        reason, detail = found
+        self.ctx.metrics.requests_refused.labels(reason).inc()
+        if reason == "headers":
+            return ApiError(
+                431, f"request headers too large: {detail}", type_name="HeadersTooLarge"
+            )
+        if reason == "host":
+            return ApiError(
+                403,
+                f"this server does not answer to the Host name {detail!r} (it is bound to"
+                " loopback: use localhost or 127.0.0.1)",
+                type_name="HostNotAllowed",
+            )
+        return ApiError(
+            403,
+            f"cross-origin request from {detail} refused; allow the origin with"
+            " cors_origins (labd serve --cors-origin)",
+            type_name="CrossOriginRefused",
+            context={"origin": detail},
+        )
 
     async def _read_rest(self, scope: Scope, receive: Receive, first: Message) -> bytes | None:
         """The whole body, from its ``first`` message on; None when it is over the limit."""

@@ -97,16 +97,20 @@ class Auth:
         self.enabled = bool(tokens)  # False: every caller is admin
         self._on_failure = on_failure
 
-    def role_of(self, request: HTTPConnection) -> str | None:
-        """The caller's role; raises 401 for a missing or unknown token (when auth is on)."""
-        if not self._tokens:
-            return "admin"
+    @staticmethod
+    def token_of(request: HTTPConnection) -> str | None:
+        """The token a request sends: ``Authorization: Bearer …``, else ``?token=``."""
         token = None
         header = request.headers.get("authorization", "")
         if header[:7].lower() == "bearer ":
             token = header[7:].strip()
-        if not token:
-            token = request.query_params.get("token")
+        return token or request.query_params.get("token") or None
+
+    def role_of(self, request: HTTPConnection) -> str | None:
+        """The caller's role; raises 401 for a missing or unknown token (when auth is on)."""
+        if not self._tokens:
+            return "admin"
+        token = self.token_of(request)
         if not token:
             self._fail()
             raise ApiError(401, "authentication required: send a token", type_name="Unauthorized")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ from labd.daemon import LabDaemon
 from labd.server.auth import Auth
 from labd.server.bridge import Bridge
 from labd.server.errors import ApiError
+from labd.server.guards import StreamLimits
 from labd.server.metrics import Metrics
 from labd.tasks import TaskHandle
 from labd.wire import encode_json
@@ -27,13 +29,46 @@ class ServerContext:
     call_timeout: float = 30.0
     heartbeat_interval: float = 15.0
     max_body_bytes: int = 10 * 1024 * 1024
+    max_json_depth: int = 64
+    max_streams_per_client: int | None = 64
+    #: Origins (``scheme://host[:port]``) allowed besides the server's own; ``"*"``: any.
+    cors_origins: frozenset[str] = frozenset()
+    #: ``Host`` names accepted; None accepts any (a loopback bind sets loopback names).
+    trusted_hosts: frozenset[str] | None = None
     metrics: Metrics = field(default_factory=Metrics)
     bridge: Bridge = field(default_factory=Bridge)
     closing: bool = False
     auth: Auth = field(init=False)
+    stream_limits: StreamLimits = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.max_json_depth < 2:
+            raise ValueError(f"max_json_depth must be >= 2, not {self.max_json_depth!r}")
         self.auth = Auth(self.tokens, on_failure=self.metrics.auth_failures.inc)
+        self.stream_limits = StreamLimits(self.max_streams_per_client)
+
+    def client_of(self, request: HTTPConnection) -> str:
+        """Who a request counts against: its token (hashed) with tokens on, else its address."""
+        if self.auth.enabled:
+            token = self.auth.token_of(request)
+            if token:
+                return "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+        client = request.client
+        return "addr:" + (client.host if client is not None else "?")
+
+    def open_stream(self, request: HTTPConnection) -> str:
+        """Count a new stream against its client, or 429 past ``max_streams_per_client``."""
+        client = self.client_of(request)
+        if not self.stream_limits.acquire(client):
+            self.metrics.streams_refused.inc()
+            raise ApiError(
+                429,
+                f"too many open streams for this client (at most {self.stream_limits.per_client});"
+                " close one first",
+                type_name="TooManyStreams",
+                context={"limit": self.stream_limits.per_client},
+            )
+        return client
 
     def require(self, request: HTTPConnection, role: str) -> str:
         return self.auth.require(request, role)

@@ -82,6 +82,17 @@ class Metrics:
             "Requests refused for a missing, bad or too weak token",
             registry=self.registry,
         )
+        self.requests_refused = Counter(
+            "labd_requests_refused",
+            "Requests refused before routing: foreign host or origin, JSON nested too deep",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.streams_refused = Counter(
+            "labd_streams_refused",
+            "Streams refused because their client holds max_streams_per_client already",
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -18,7 +18,7 @@ __all__ = ["stream_routes"]
 
 _SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "server-sent events"},
-    **documented_errors(400, 401, 403, 404),
+    **documented_errors(400, 401, 403, 404, 429),
 }
 
 
@@ -26,9 +26,28 @@ def stream_routes(ctx: ServerContext) -> APIRouter:
     router = APIRouter(tags=["streams"])
     daemon = ctx.daemon
 
+    def counted(request: Request) -> tuple[str, Callable[[], Awaitable[None]]]:
+        """Count the stream against its client (429 past the limit); the release to await."""
+        client = ctx.open_stream(request)
+
+        async def release() -> None:
+            ctx.stream_limits.release(client)
+
+        return client, release
+
     @router.get("/stream/devices/{device_id}", responses=_SSE_DOC, response_class=Response)
     async def device_stream(request: Request, device_id: str) -> Response:
         ctx.check_stream(device_id)
+        client, release = counted(request)
+        try:
+            return await _device_stream(request, device_id, release)
+        except BaseException:
+            ctx.stream_limits.release(client)
+            raise
+
+    async def _device_stream(
+        request: Request, device_id: str, release: Callable[[], Awaitable[None]]
+    ) -> Response:
         last_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
         last_sequence = None
         if last_id is not None and last_id.strip().lstrip("-").isdigit():
@@ -73,6 +92,7 @@ def stream_routes(ctx: ServerContext) -> APIRouter:
 
         async def leave() -> None:
             gauge.dec()
+            await release()
             await ctx.bridge.run(reader.close)
 
         return SSEResponse(chunks, leave)
@@ -81,6 +101,7 @@ def stream_routes(ctx: ServerContext) -> APIRouter:
     async def task_stream(request: Request, task_id: str) -> Response:
         handle = ctx.task(task_id)
         ring = handle.events
+        _, release = counted(request)
 
         def done(cursor: int) -> bool:
             return not handle.is_running() and cursor >= ring.head
@@ -96,12 +117,13 @@ def stream_routes(ctx: ServerContext) -> APIRouter:
                 finished=done,
             )
 
-        return SSEResponse(chunks)
+        return SSEResponse(chunks, release)
 
     @router.get("/stream/events", responses=_SSE_DOC, response_class=Response)
     async def event_stream(request: Request) -> Response:
         ring = daemon.event_history
         cursor = ring.head
+        _, release = counted(request)
 
         def chunks(gone: asyncio.Event) -> AsyncIterator[bytes]:
             return follow_ring(
@@ -113,6 +135,6 @@ def stream_routes(ctx: ServerContext) -> APIRouter:
                 heartbeat=ctx.heartbeat_interval,
             )
 
-        return SSEResponse(chunks)
+        return SSEResponse(chunks, release)
 
     return router
