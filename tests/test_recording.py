@@ -472,6 +472,98 @@ def test_a_failing_writer_raises_from_stop_and_records_the_error(
     assert load_recording(path)["metadata"]["ended_by"] == "error"
 
 
+def test_a_disk_running_full_stops_the_recording_and_keeps_the_file_readable(
+    daemon: LabDaemon, feed: FeedSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    real = shutil.disk_usage
+    free = {"bytes": 10**12}
+
+    def disk_usage(path: Any) -> Any:
+        return real(path)._replace(free=free["bytes"])
+
+    monkeypatch.setattr("labd.recording.shutil.disk_usage", disk_usage)
+    path = tmp_path / "filling.h5"
+    watcher: list[Any] = []
+    daemon.start_streaming("feed", watcher.append)
+    rec = record(daemon, path, chunk_rows=4, min_free_bytes=1_000_000)
+    feed._feed(*range(100))
+    assert wait_until(lambda: rec.recorded == 100)
+    free["bytes"] = 500_000  # someone else fills the disk
+    feed._feed(*range(100, 110))
+    assert rec.wait(10.0) and not rec.is_recording()
+    with pytest.raises(OSError, match="disk almost full") as raised:
+        rec.stop()
+    assert raised.value.errno == 28
+    error = daemon.get_last_error("feed")
+    assert error is not None and "disk almost full" in error["message"]
+    feed._feed(*range(110, 120))  # the stream goes on for its other subscriber
+    assert watcher == list(range(120))
+    loaded = load_recording(path)
+    assert loaded["data"].tolist() == list(range(100))
+    assert loaded["metadata"]["ended_by"] == "error"
+    assert (rec.recorded, rec.recorded + rec.lost) == (100, 110)
+
+
+_KILLED_RECORDER = """
+import sys, time
+import labd
+
+class Counter:
+    def __init__(self, device_id):
+        self._callback = None
+    def start_streaming(self, callback):
+        if self.is_streaming():
+            return
+        self._callback = callback
+    def stop_streaming(self):
+        self._callback = None
+    def is_streaming(self):
+        return self._callback is not None
+
+daemon = labd.LabDaemon()
+counter = daemon.add_device("counter", Counter)
+rec = daemon.record("counter", sys.argv[1], flush_interval=0.1)
+n = 0
+while True:  # until killed
+    counter._callback({"n": n, "trace": [float(n)] * 32})
+    n += 1
+    if n == 2000:
+        while rec.recorded < 2000:
+            time.sleep(0.01)
+        time.sleep(0.5)  # several flush intervals
+        print("flushed", flush=True)
+    time.sleep(0.0005)
+"""
+
+
+def test_a_recording_killed_mid_write_leaves_a_readable_file(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    path = tmp_path / "killed.h5"
+    script = tmp_path / "recorder.py"
+    script.write_text(_KILLED_RECORDER)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "flushed"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    loaded = load_recording(path)
+    rows = len(loaded["sequence"])
+    assert rows >= 2000
+    assert loaded["sequence"].tolist() == list(range(rows))
+    assert [datum["n"] for datum in loaded["data"]] == list(range(rows))
+    assert "stopped_at" not in loaded["metadata"]  # it never finished
+
+
 # ------------------------------------------------------------------ the hub's meta hook
 
 

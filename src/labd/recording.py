@@ -44,6 +44,7 @@ import errno
 import json
 import logging
 import math
+import shutil
 import threading
 import time
 from collections import deque
@@ -333,12 +334,17 @@ class Recording:
         flush_interval: float = 0.5,
         overwrite: bool = False,
         stream_kwargs: Mapping[str, Any] | None = None,
+        min_free_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         for name, value in (("max_pending", max_pending), ("chunk_rows", chunk_rows)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not (isinstance(flush_interval, int | float) and flush_interval > 0):
             raise ValueError(f"flush_interval must be a number > 0, got {flush_interval!r}")
+        if isinstance(min_free_bytes, bool) or not isinstance(min_free_bytes, int):
+            raise ValueError(f"min_free_bytes must be an integer >= 0, got {min_free_bytes!r}")
+        if min_free_bytes < 0:
+            raise ValueError(f"min_free_bytes must be an integer >= 0, got {min_free_bytes!r}")
         h5py = _require_h5py()
         stream = record.stream
         if stream is None or not stream.can_stream:
@@ -358,6 +364,7 @@ class Recording:
         self._chunk_rows = chunk_rows
         self._batch_rows = chunk_rows * _BATCH_CHUNKS
         self._flush_interval = float(flush_interval)
+        self._min_free_bytes = min_free_bytes
         self._metadata: dict[str, Any] = capture_metadata(**caller)
         self._metadata.update(
             device_id=self.device_id, device_type=self.device_type, started_at=self.started_at
@@ -522,6 +529,7 @@ class Recording:
                 batch = self._take_batch()
                 if batch:
                     self._in_flight = len(batch)
+                    self._check_free_space()
                     self._write_batch(batch)
                     self._in_flight = 0
                 self._report_losses()
@@ -538,6 +546,20 @@ class Recording:
             self._fail(exc)
         finally:
             self._finish()
+
+    def _check_free_space(self) -> None:
+        """Stop before the disk is full: a write that fails halfway can leave the file's
+        last flush unreadable, while a recording stopped here closes a readable file."""
+        if not self._min_free_bytes:
+            return
+        free = shutil.disk_usage(self.path.parent).free
+        if free < self._min_free_bytes:
+            raise OSError(
+                errno.ENOSPC,
+                f"disk almost full: {free} bytes free, less than min_free_bytes"
+                f" ({self._min_free_bytes}); recording stopped, the file stays readable",
+                str(self.path),
+            )
 
     def _take_batch(self) -> list[Row]:
         pending = self._pending
