@@ -43,7 +43,7 @@ from typing import Any
 
 from labd.calls import CallSpec
 from labd.devices import own_code
-from labd.exceptions import DeviceError
+from labd.exceptions import DeviceError, DeviceTimeoutError
 from labd.ring import EventRing, RingEvent
 from labd.streaming import BackpressureQueue
 from labd.wire import Origin, encode_json, encode_stream_envelope, error_object, sse_frame
@@ -66,6 +66,7 @@ EventSink = Callable[..., Any]
 RESERVED_KWARGS = ("queue_size", "on_end")
 
 _TRANSITION_TIMEOUT = 30.0
+_STOP_GRACE = 0.5  # beyond stop()'s timeout, for a device stop that uses the same timeout
 _WATCH_INTERVAL = 0.2
 #: Consecutive False reads of ``is_streaming()`` after which the watcher ends a stream.
 _DEAD_READS = 2
@@ -305,6 +306,7 @@ class DeviceStream:
         self._starter: threading.Thread | None = None  # the thread in the device's start
         self._dead_reads = 0  # consecutive False reads of the device's is_streaming()
         self._stopped_itself = False  # the device's own code called its stop_streaming
+        self._subscribers_told = False  # this run's stream_end has gone out
         self.ring: EventRing | None = None
         self.last_error: BaseException | None = None
 
@@ -495,6 +497,11 @@ class DeviceStream:
         thread right after: joining the device's thread from itself cannot work. Called
         while another thread is starting the device, it waits (up to ``timeout``) for the
         start to finish, then stops.
+
+        With a ``timeout``, the device's ``stop_streaming`` runs on a ``labd-stop`` thread
+        and is waited for that long (plus a little grace). If it has not returned by then,
+        the stream ends for its subscribers with a :class:`DeviceTimeoutError`, which is
+        also recorded; the stream can start again once the device's stop returns.
         """
         here = threading.current_thread()
         with self._cond:
@@ -515,7 +522,27 @@ class DeviceStream:
         if here in self._emit_threads:
             self.hub._spawn(f"labd-stop-{self.device_id}", self._stop_device, timeout)
             return
-        self._stop_device(timeout)
+        if timeout is None or self._device_stop is None:
+            self._stop_device(timeout)
+            return
+        finished = threading.Event()
+
+        def stop_device() -> None:
+            try:
+                self._stop_device(timeout)
+            finally:
+                finished.set()
+
+        self.hub._spawn(f"labd-stop-{self.device_id}", stop_device)
+        with _released(self._lock):  # the device's loop may need it to finish
+            in_time = finished.wait(max(timeout, 0.0) + _STOP_GRACE)
+        if not in_time:
+            late = DeviceTimeoutError(
+                f"stop_streaming of device {self.device_id!r} did not return within"
+                f" {timeout} s; its subscribers were told the stream ended"
+            )
+            self._record(late, "framework")
+            self._end_subscribers(late)
 
     def _stop_device(self, timeout: float | None) -> None:
         error: BaseException | None = None
@@ -531,23 +558,36 @@ class DeviceStream:
                 self._record(exc, "device")
         self._ended(error)
 
-    def _ended(self, error: BaseException | None) -> None:
+    def _end_subscribers(self, error: BaseException | None) -> None:
+        """The run's ``stream_end``, once: to the history ring and to every subscriber."""
+        with self._cond:
+            if self._subscribers_told:
+                return
+            self._subscribers_told = True
+            subs = self._subs
         # While "stopping" no new run can start, so the end is the run's last event.
         run = self.run
         if self.ring is not None:
             body: dict[str, Any] = {"device_id": self.device_id, "run": run}
             if error is not None:
-                body["error"] = error_object(error, "device")
+                origin: Origin = "framework" if isinstance(error, DeviceTimeoutError) else "device"
+                body["error"] = error_object(error, origin)
             frame = sse_frame("stream_end", encode_json(body))
             with self._emit_lock:  # after any datum still being appended
                 self.ring.append(RingEvent("stream_end", frame, run=run))
         with self._cond:
-            subs, self._subs = self._subs, ()
-            self.explicit = False
-            self._emit_threads = frozenset()
-            self._enter(IDLE)
+            self._subs = ()
         for sub in subs:
             sub._finish(error)
+
+    def _ended(self, error: BaseException | None) -> None:
+        self._end_subscribers(error)
+        with self._cond:
+            self._subs = ()
+            self.explicit = False
+            self._emit_threads = frozenset()
+            self._subscribers_told = False  # for the next run
+            self._enter(IDLE)
         self._publish(STOPPING, IDLE)
 
     def check_alive(self) -> None:

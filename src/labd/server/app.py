@@ -295,13 +295,23 @@ class LabdApp:
                     return
                 receive = _replay(body, receive)
 
+            started = False
+
             async def send_wrapper(message: Message) -> None:
-                nonlocal status
+                nonlocal status, started
                 if message["type"] == "http.response.start":
                     status = message["status"]
+                    started = True
                 await send(message)
 
-            await self.app(scope, receive, send_wrapper)
+            try:
+                await self.app(scope, receive, send_wrapper)
+            except Exception:
+                # Starlette re-raises an unexpected error after its handler has answered
+                # (and logged) it; passed on, uvicorn would log it again and drop the
+                # connection under a client that is still reading the answer.
+                if not started:
+                    raise
         finally:
             if labels is None:
                 route = scope.get("route")

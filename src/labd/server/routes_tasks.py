@@ -104,7 +104,7 @@ def task_routes(ctx: ServerContext) -> APIRouter:
     @router.post(
         "/tasks/{task_id}/parameters",
         response_model=ParameterValue,
-        responses=documented_errors(400, 404),
+        responses=documented_errors(400, 404, 500),
     )
     async def set_parameter(request: Request, task_id: str, body: ParameterRequest) -> Response:
         handle = handle_of(task_id)
@@ -117,12 +117,14 @@ def task_routes(ctx: ServerContext) -> APIRouter:
                 type_name=type(exc).__name__,
                 context={"task_id": task_id, "key": body.key},
             ) from None
+        except Exception as exc:
+            raise _task_raised(exc, task_id, body.key) from None
         return json_response({"key": body.key, "value": body.value})
 
     @router.get(
         "/tasks/{task_id}/parameters/{key}",
         response_model=ParameterValue,
-        responses=documented_errors(400, 404),
+        responses=documented_errors(400, 404, 500),
     )
     async def get_parameter(request: Request, task_id: str, key: str) -> Response:
         handle = handle_of(task_id)
@@ -139,6 +141,8 @@ def task_routes(ctx: ServerContext) -> APIRouter:
             raise ApiError(
                 404, _message(exc), type_name="KeyError", context={"task_id": task_id, "key": key}
             ) from None
+        except Exception as exc:
+            raise _task_raised(exc, task_id, key) from None
         return json_response({"key": key, "value": value})
 
     @router.get("/tasks/{task_id}/error", responses=documented_errors(404))
@@ -159,3 +163,10 @@ def _message(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])
     return str(exc)
+
+
+def _task_raised(exc: Exception, task_id: str, key: str) -> ApiError:
+    """The 500 for a task's own parameter method that raised: the task's error, not ours."""
+    return ApiError(
+        500, str(exc), origin="task", context={"task_id": task_id, "key": key}, cause=exc
+    )
