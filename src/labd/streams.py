@@ -564,7 +564,7 @@ class DeviceStream:
             if self._subscribers_told:
                 return
             self._subscribers_told = True
-            subs = self._subs
+            subs, self._subs = self._subs, ()
         # While "stopping" no new run can start, so the end is the run's last event.
         run = self.run
         if self.ring is not None:
@@ -575,15 +575,12 @@ class DeviceStream:
             frame = sse_frame("stream_end", encode_json(body))
             with self._emit_lock:  # after any datum still being appended
                 self.ring.append(RingEvent("stream_end", frame, run=run))
-        with self._cond:
-            self._subs = ()
         for sub in subs:
             sub._finish(error)
 
     def _ended(self, error: BaseException | None) -> None:
         self._end_subscribers(error)
         with self._cond:
-            self._subs = ()
             self.explicit = False
             self._emit_threads = frozenset()
             self._subscribers_told = False  # for the next run

@@ -104,10 +104,11 @@ def _host_name(netloc: str) -> str:
 def json_depth_exceeds(body: bytes, limit: int) -> bool:
     """True when the JSON ``body`` nests arrays and objects deeper than ``limit``.
 
-    Counting brackets runs at C speed, so a body with fewer of them than ``limit`` (every
-    ordinary request, flat arrays of any length) is never parsed here.
+    Each level takes at least two bytes, so a short body cannot exceed it; counting
+    brackets runs at C speed, so a body with fewer of them than ``limit`` (every ordinary
+    request, flat arrays of any length) is never parsed here.
     """
-    if body.count(b"[") + body.count(b"{") <= limit:
+    if len(body) <= 2 * limit or body.count(b"[") + body.count(b"{") <= limit:
         return False
     try:
         value = orjson.loads(body)
